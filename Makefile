@@ -1,0 +1,47 @@
+# The course in two commands:
+#   make lab    create the environment if missing, then open JupyterLab on the course
+#   make test   create the environment if missing, then run the whole test suite
+#               (unit tests + every notebook re-executed with smoke settings)
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.dlwb-installed
+JOBS   ?= auto
+LAB_ARGS ?=
+
+# Test data directories searched before any download (the course's shared data, when present).
+export DLWB_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
+export MPLBACKEND ?= Agg
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+.PHONY: lab test env constraints clean
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@test -x $(PY) || { echo "Creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --no-deps -e .
+	@touch $@
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/00_setup.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
+
+# Re-resolve constraints.txt from the current environment (after changing requirements.txt).
+constraints: $(STAMP)
+	@{ echo "# Full resolved environment (pip freeze of a Linux x86_64 install), regenerated with \`make constraints\`."; \
+	   echo "# Used as:  pip install -r requirements.txt -c constraints.txt"; \
+	   $(PY) -m pip freeze --exclude-editable | sed -E \
+	     -e 's/\+cpu$$//' \
+	     -e 's/^tensorflow_cpu==(.*)$$/tensorflow-cpu==\1; sys_platform == "linux" and platform_machine == "x86_64"\ntensorflow==\1; sys_platform != "linux" or platform_machine != "x86_64"/'; \
+	 } > constraints.txt
+	@echo "constraints.txt rewritten; review the diff."
+
+clean:
+	rm -rf build .pytest_cache

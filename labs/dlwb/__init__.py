@@ -1,0 +1,18 @@
+"""dlwb — the helper package of the deep-learning course workbook.
+
+Each module holds code that a chapter has already taught, and each helper's docstring
+names that chapter. Importing ``dlwb`` does nothing but define names: no seeding, no
+device selection, no downloads. Import the module you need explicitly::
+
+    from dlwb import runtime, data, train, plots
+
+Modules
+-------
+runtime   seeds, device choice, environment report         (chapter 00)
+download  dataset manifest and verified, cached downloads  (chapter 00)
+data      dataset loaders with offline fallbacks           (chapter 00)
+train     the one training loop, with callbacks            (chapter 03)
+plots     curves, live plots, image grids, confusion matrix (chapters 00–03)
+"""
+
+__version__ = "0.1.0"
