@@ -1,0 +1,128 @@
+"""Finding, checking and executing the course's notebooks (used by test_notebooks.py).
+
+Conventions every notebook follows (see notebooks/README.md):
+- the first cell is the Markdown header: a ``# `` title, "What you'll learn",
+  "Prerequisites" and "Time" sections;
+- one code cell is tagged ``parameters`` (papermill); its assignments are the lecture settings;
+- ``metadata.dlwb.smoke`` holds the small settings the tests inject, and
+  ``metadata.dlwb.budget_s`` the expected smoke run time (reported, not enforced);
+- cells tagged ``nbval-check-output`` print values that must be identical when the
+  notebook runs again (checked with ``nbval --nbval-lax``);
+- lecture notebooks end with "Summary" and "Exercises" sections;
+- notebooks are committed without outputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build"
+EXECUTED = BUILD / "executed"
+TIMINGS = BUILD / "timings"
+NOTEBOOK_DIRS = ("notebooks", "solutions", "labs")
+CHECK_TAG = "nbval-check-output"
+
+
+def discover() -> list[Path]:
+    return sorted(p for d in NOTEBOOK_DIRS for p in (ROOT / d).glob("*.ipynb"))
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def parameters_cell(nb) -> nbformat.NotebookNode:
+    tagged = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(tagged) != 1:
+        raise AssertionError(f"expected exactly one code cell tagged 'parameters', found {len(tagged)}")
+    return tagged[0]
+
+
+def parameter_defaults(nb) -> dict[str, object]:
+    """Names assigned in the parameters cell, with their literal default values."""
+    tree = ast.parse(parameters_cell(nb).source)
+    defaults = {}
+    for node in tree.body:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)):
+            raise AssertionError(f"the parameters cell may hold only assignments, found: {ast.unparse(node)}")
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for target in targets:
+            defaults[target.id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def smoke_parameters(nb) -> dict[str, object]:
+    return dict(nb.metadata.get("dlwb", {}).get("smoke", {}))
+
+
+@dataclass
+class Run:
+    path: Path
+    output: Path
+    seconds: float
+    error: str | None  # "ename: evalue" of the first failing cell, or None
+
+
+def execute(path: Path, *, out_dir: Path = EXECUTED, timings_dir: Path = TIMINGS, timeout_s: int = 900) -> Run:
+    """Run a notebook with papermill and its smoke parameters, in the notebook's folder.
+
+    The executed copy goes to ``out_dir/<folder>/<name>``; the timing to ``timings_dir``.
+    """
+    import papermill
+
+    nb = nbformat.read(path, as_version=4)
+    output = out_dir / path.parent.name / path.name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start, error = time.perf_counter(), None
+    try:
+        papermill.execute_notebook(
+            str(path), str(output), parameters=smoke_parameters(nb), kernel_name="python3",
+            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout_s,
+        )
+    except papermill.PapermillExecutionError as err:
+        error = f"{err.ename}: {err.evalue}"
+    seconds = time.perf_counter() - start
+    timings_dir.mkdir(parents=True, exist_ok=True)
+    budget = nb.metadata.get("dlwb", {}).get("budget_s")
+    (timings_dir / f"{path.parent.name}__{path.stem}.json").write_text(
+        json.dumps({"notebook": relative(path), "seconds": seconds, "budget_s": budget, "error": error})
+    )
+    return Run(path, output, seconds, error)
+
+
+def has_checked_cells(path: Path) -> bool:
+    nb = nbformat.read(path, as_version=4)
+    return any(CHECK_TAG in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def nbval_rerun(executed: Path) -> subprocess.CompletedProcess:
+    """Execute the executed copy again and compare the outputs of its checked cells."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+         "-p", "no:xdist", "-c", os.devnull, "--rootdir", str(executed.parent), "-q", str(executed)],
+        cwd=executed.parent, capture_output=True, text=True, timeout=1800,
+    )
+
+
+def timing_table() -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(TIMINGS.glob("*.json"))] if TIMINGS.is_dir() else []
+    if not rows:
+        return ""
+    lines = [f"{'notebook':<42} {'seconds':>8} {'budget':>7}  status"]
+    for r in sorted(rows, key=lambda r: r["notebook"]):
+        budget = f"{r['budget_s']:>7}" if r["budget_s"] is not None else f"{'-':>7}"
+        over = " (over budget)" if r["budget_s"] is not None and r["seconds"] > r["budget_s"] else ""
+        status = (r["error"] or "ok")[:60] + over
+        lines.append(f"{r['notebook']:<42} {r['seconds']:>8.1f} {budget}  {status}")
+    lines.append(f"{'total':<42} {sum(r['seconds'] for r in rows):>8.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""environment.yml, requirements.txt, constraints.txt and the installed packages agree."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from conftest import ROOT
+
+
+def requirement_lines(path):
+    for line in (ROOT / path).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            yield Requirement(line)
+
+
+def pinned(path):
+    pins = {}
+    for req in requirement_lines(path):
+        (spec,) = req.specifier  # exactly one specifier ...
+        assert spec.operator == "==", f"{path}: {req} must be an exact pin (==)"  # ... and exact
+        if req.marker is None or req.marker.evaluate():
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def test_requirements_are_exact_pins_matching_constraints():
+    req, con = pinned("requirements.txt"), pinned("constraints.txt")
+    for name, version in req.items():
+        assert con.get(name) == version, f"requirements.txt pins {name}=={version}, constraints.txt {con.get(name)}"
+
+
+def test_issue_pins():
+    req = pinned("requirements.txt")
+    assert req["torch"] == "2.13.0" and req["keras"] == "3.15.1"
+    assert req["tensorflow-cpu" if "tensorflow-cpu" in req else "tensorflow"] == "2.21.0"
+    assert req["jupyterlab"].startswith("4.6.") and req["ipywidgets"].startswith("8.1.")
+
+
+def test_installed_versions_match_constraints():
+    mismatched = []
+    for name, version in pinned("constraints.txt").items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            mismatched.append(f"{name}: not installed (constraints pin {version})")
+            continue
+        if installed.split("+")[0] != version:  # torch's local tag (+cpu, +cu128) is a build choice
+            mismatched.append(f"{name}: installed {installed}, constraints pin {version}")
+    assert not mismatched, "run `make env` to sync the environment:\n" + "\n".join(mismatched)
+
+
+def test_environment_yml_uses_the_same_pins():
+    text = (ROOT / "environment.yml").read_text()
+    assert re.search(r"^\s*-\s*python=3\.11\s*$", text, re.M)
+    assert re.search(r"^\s*-\s*-r requirements\.txt\s*$", text, re.M)
+    assert re.search(r"^\s*-\s*-c constraints\.txt\s*$", text, re.M)
+    assert re.search(r"^\s*-\s*conda-forge\s*$", text, re.M)
+
+
+@pytest.mark.parametrize("path", ["notebooks", "solutions", "labs"])
+def test_no_pip_install_inside_notebooks(path):
+    offenders = [p.name for p in (ROOT / path).glob("*.ipynb") if re.search(r"[!%]pip install", p.read_text())]
+    assert not offenders, f"set-up belongs in requirements.txt, not in cells: {offenders}"

@@ -1,0 +1,67 @@
+"""Every notebook under notebooks/, solutions/ and labs/: conventions, execution, determinism.
+
+Each notebook runs with papermill and the small settings in its ``metadata.dlwb.smoke``;
+cells tagged ``nbval-check-output`` are then re-executed by nbval and must print the same.
+Student labs may stop only at a ``NotImplementedError`` (an exercise left for the student).
+"""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from notebook_harness import (
+    CHECK_TAG,
+    discover,
+    execute,
+    has_checked_cells,
+    nbval_rerun,
+    parameter_defaults,
+    relative,
+    smoke_parameters,
+)
+
+NOTEBOOKS = discover()
+IDS = [relative(p) for p in NOTEBOOKS]
+HEADER_SECTIONS = ("What you'll learn", "Prerequisites", "Time")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    header = nb.cells[0]
+    assert header.cell_type == "markdown" and header.source.startswith("# "), "first cell: '# Title' header"
+    for section in HEADER_SECTIONS:
+        assert re.search(rf"^#+ .*{re.escape(section)}", header.source, re.M | re.I), \
+            f"the header cell lacks a '{section}' section"
+    defaults = parameter_defaults(nb)
+    smoke = smoke_parameters(nb)
+    unknown = set(smoke) - set(defaults)
+    assert not unknown, f"smoke settings {sorted(unknown)} are not in the parameters cell"
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if line.startswith("#")]
+    if path.parent.name == "notebooks":
+        assert any(re.match(r"#+ Summary", h) for h in headings[-4:]), "a 'Summary' section near the end"
+        assert any(re.match(r"#+ Exercises", h) for h in headings[-4:]), "an 'Exercises' section near the end"
+    with_output = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
+    assert not with_output, f"commit notebooks without outputs (cells {with_output})"
+    assert not any(re.search(r"[!%]pip install", c.source) for c in nb.cells), "no installs inside cells"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_executes_and_repeats(path):
+    run = execute(path)
+    if path.parent.name == "labs":
+        assert run.error is None or run.error.startswith("NotImplementedError"), \
+            f"{relative(path)} failed with {run.error} before reaching an exercise; see {run.output}"
+    else:
+        assert run.error is None, f"{relative(path)} failed: {run.error}; executed copy: {run.output}"
+    if run.error is None and has_checked_cells(path):
+        result = nbval_rerun(run.output)
+        assert result.returncode == 0, (
+            f"cells tagged {CHECK_TAG!r} printed different values on a second run:\n{result.stdout[-4000:]}"
+        )
