@@ -71,6 +71,7 @@ def test_load_mnist_offline_falls_back_to_real_subset(offline, capsys):
     assert "NOTICE" in out and "5,000-image" in out and "DLWB_OFFLINE" in out
     assert mnist.x_train.shape == (4000, 28, 28) and mnist.x_test.shape == (1000, 28, 28)
     assert np.bincount(mnist.y_test).tolist() == [100] * 10
+    assert len(np.unique(mnist.y_train[:50])) == 10  # shuffled: a prefix holds every digit
     assert 0.0 <= mnist.x_train.min() and mnist.x_train.max() <= 1.0
     # Real digits, not noise: the mean image of each class differs from the others.
     means = np.stack([mnist.x_train[mnist.y_train == d].mean(0) for d in range(10)])

