@@ -4,7 +4,8 @@ Used by the visible check cells of every lab (``solutions/`` and the generated `
 Each check prints one ``✓`` line when it passes and raises :class:`CheckFailed` (an
 ``AssertionError``) with a message naming the quantity, the problem (type, shape,
 non-finite values, which element differs and by how much) and a hint when it fails.
-A stub that still raises ``NotImplementedError`` is reported as "not attempted yet".
+A stub that still raises ``NotImplementedError`` is reported as "not attempted yet" (still a
+``NotImplementedError``, so an untouched lab stops at its first exercise and nowhere else).
 
 Defined for the labs of chapters 01–03.
 """
@@ -41,12 +42,18 @@ def to_numpy(value) -> np.ndarray:
 
 
 def attempt(name: str, fn: Callable, *args, **kwargs):
-    """Call the student's ``fn``; a ``NotImplementedError`` becomes a clear "not attempted yet"."""
+    """Call the student's ``fn``; a stub that still raises says "not attempted yet".
+
+    The error stays a ``NotImplementedError`` (with a friendlier message), so an untouched lab
+    stops at its first exercise with that error and nothing else.
+    """
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
-        _fail(name, "not attempted yet: the function still raises NotImplementedError.",
-              "replace `raise NotImplementedError()` in the exercise cell with your code and run that cell again.")
+        raise NotImplementedError(
+            f"{name}: not attempted yet: the function still raises NotImplementedError.\n"
+            "Hint: replace `raise NotImplementedError()` in the exercise cell with your code and run that cell again."
+        ) from None
 
 
 def check_shape(name: str, actual, expected_shape: tuple[int, ...], *, hint: str | None = None) -> None:

@@ -1,0 +1,172 @@
+"""Generating student labs from masters: each pass alone, leaks, drift of the committed labs/."""
+
+from __future__ import annotations
+
+import ast
+import copy
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from conftest import ROOT
+from dlwb import release
+from dlwb.__main__ import main
+from dlwb.release import ReleaseError
+
+MASTERS = sorted((ROOT / "solutions").glob("*.ipynb"))
+
+
+def nbg(**meta):
+    return {"nbgrader": {"schema_version": 3, "solution": False, "grade": False, "locked": False, **meta}}
+
+
+EXERCISE = '''def softmax(z):
+    """Softmax over the last axis."""
+    ### BEGIN SOLUTION
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+    ### END SOLUTION'''
+
+TEST = '''assert softmax(np.zeros(3)).shape == (3,)
+### BEGIN HIDDEN TESTS
+assert np.allclose(softmax(np.array([1000.0, 1000.0])), 0.5)
+### END HIDDEN TESTS'''
+
+
+def master():
+    return new_notebook(cells=[
+        new_markdown_cell("# Lab\nIntro", metadata=nbg(locked=True, grade_id="intro")),
+        new_code_cell("import numpy as np"),
+        new_code_cell(EXERCISE, metadata=nbg(solution=True, grade_id="ex_softmax")),
+        new_code_cell(TEST, metadata=nbg(grade=True, locked=True, points=2, grade_id="test_softmax"),
+                      outputs=[new_output("stream", name="stdout", text="forged\n")], execution_count=7),
+    ])
+
+
+def test_solution_block_becomes_an_indented_stub_that_raises():
+    nb = release.clear_solutions(master())
+    source = nb.cells[2].source
+    assert "np.exp" not in source and "### BEGIN" not in source
+    assert "    # YOUR CODE HERE\n    raise NotImplementedError()" in source
+    assert '"""Softmax over the last axis."""' in source  # the signature and docstring stay
+    namespace = {}
+    exec(compile(source, "stub", "exec"), namespace)
+    with pytest.raises(NotImplementedError):
+        namespace["softmax"](None)
+
+
+def test_markdown_solution_block():
+    nb = new_notebook(cells=[new_markdown_cell(f"Why?\n{release.BEGIN_SOLUTION}\nBecause.\n{release.END_SOLUTION}",
+                                               metadata=nbg(solution=True, grade_id="why"))])
+    assert release.clear_solutions(nb).cells[0].source == "Why?\nYOUR ANSWER HERE"
+
+
+def test_hidden_tests_are_removed_and_visible_ones_kept():
+    source = release.clear_hidden_tests(master()).cells[3].source
+    assert source == "assert softmax(np.zeros(3)).shape == (3,)"
+
+
+def test_outputs_and_run_metadata_are_cleared():
+    nb = master()
+    nb.cells[1].metadata["execution"] = {"iopub.status.busy": "2026-01-01"}
+    nb.metadata["papermill"] = {"parameters": {}}
+    nb = release.clear_outputs(nb)
+    assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+    assert "execution" not in nb.cells[1].metadata and "papermill" not in nb.metadata
+
+
+def test_read_only_cells_are_locked_for_jupyterlab():
+    nb = release.lock_cells(master())
+    locked = [c.metadata.get("editable") is False and c.metadata.get("deletable") is False for c in nb.cells]
+    assert locked == [True, False, False, True]
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda nb: setattr(nb.cells[2], "source", nb.cells[2].source.replace(release.END_SOLUTION, "")),
+     "never closed"),
+    (lambda nb: setattr(nb.cells[3], "source", nb.cells[3].source.replace(release.BEGIN_HIDDEN, "")),
+     "without a matching"),
+    (lambda nb: setattr(nb.cells[3], "source", "x = 1  " + release.BEGIN_HIDDEN), "stand alone"),
+    (lambda nb: nb.cells[3].metadata["nbgrader"].update(grade_id="ex_softmax"), "already used"),
+    (lambda nb: nb.cells[3].metadata["nbgrader"].pop("points"), "needs numeric 'points'"),
+    (lambda nb: nb.cells[2].metadata["nbgrader"].update(solution=False), "not nbgrader metadata 'solution'"),
+    (lambda nb: setattr(nb.cells[2], "source", "def f():\n    return 1"), "without '### BEGIN SOLUTION'"),
+])
+def test_malformed_masters_are_rejected_with_the_cell_named(mutate, message):
+    nb = master()
+    mutate(nb)
+    with pytest.raises(ReleaseError, match=message) as err:
+        release.release_notebook(nb)
+    assert "cell " in str(err.value)
+
+
+def test_release_does_not_modify_the_master():
+    nb = master()
+    before = copy.deepcopy(nb)
+    release.release_notebook(nb)
+    assert nb == before
+
+
+def test_a_pass_that_lets_a_solution_through_is_caught(monkeypatch):
+    monkeypatch.setattr(release, "PASSES", (release.validate_master, release.clear_hidden_tests))
+    with pytest.raises(ReleaseError, match="would reveal") as err:
+        release.release_notebook(master())
+    assert "np.exp" in str(err.value)
+
+
+def test_leak_check_ignores_lines_the_master_shows_anyway():
+    nb = master()
+    nb.cells.insert(1, new_markdown_cell("Return your result with `return e / e.sum(axis=-1, keepdims=True)`"))
+    nb.cells.insert(1, new_code_cell("e = np.exp(z - z.max(axis=-1, keepdims=True))"))  # given code, not secret
+    released = release.release_notebook(nb)
+    assert release.find_leaks(nb, released) == []
+
+
+def test_release_all_writes_checks_and_reports(tmp_path):
+    solutions, labs = tmp_path / "solutions", tmp_path / "labs"
+    solutions.mkdir()
+    nbformat.write(master(), solutions / "lab01_x.ipynb")
+    assert main(["release", "--solutions", str(solutions), "--labs", str(labs), "--check"]) == 1
+    assert not labs.exists()  # --check writes nothing
+    assert main(["release", "--solutions", str(solutions), "--labs", str(labs)]) == 0
+    assert release.release_all(solutions, labs, check=True) == []
+    student = nbformat.read(labs / "lab01_x.ipynb", as_version=4)
+    assert "raise NotImplementedError()" in student.cells[2].source
+    # A hand edit of the generated lab is drift; so is a lab without a master.
+    (labs / "lab01_x.ipynb").write_text((labs / "lab01_x.ipynb").read_text().replace("Intro", "Edited"))
+    nbformat.write(master(), labs / "lab99_orphan.ipynb")
+    report = release.release_all(solutions, labs, check=True)
+    assert any("lab01_x.ipynb (stale)" in r for r in report) and any("no master" in r for r in report)
+    release.release_all(solutions, labs)
+    assert (labs / "lab99_orphan.ipynb").exists()  # reported, never deleted
+
+
+def test_unreadable_master_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "solutions" / "lab01_bad.ipynb").write_text("{not json")
+    assert main(["release", "--solutions", str(tmp_path / "solutions"), "--labs", str(tmp_path / "labs")]) == 2
+    assert "lab01_bad.ipynb: not a readable notebook" in capsys.readouterr().err
+
+
+# --- the course's own labs -------------------------------------------------------------------
+
+def test_committed_labs_match_their_masters():
+    assert MASTERS, "solutions/ has no master notebooks"
+    stale = release.release_all(ROOT / "solutions", ROOT / "labs", check=True)
+    assert not stale, "labs/ differs from what solutions/ generates; run `python -m dlwb release`:\n" + "\n".join(stale)
+
+
+@pytest.mark.parametrize("path", MASTERS, ids=[p.name for p in MASTERS])
+def test_course_release_is_valid_python_without_secrets(path):
+    nb = nbformat.read(path, as_version=4)
+    student = release.release_notebook(nb)
+    assert release.find_leaks(nb, student) == []
+    for cell in student.cells:
+        if cell.cell_type == "code":
+            ast.parse(cell.source)  # every stub is valid Python
+    text = nbformat.writes(student)
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    exercises = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert exercises and graded, "a lab needs at least one exercise and one graded test"
