@@ -1,12 +1,18 @@
-"""Command line: ``python -m dlwb release [--check]``."""
+"""Command line of the course.
+
+    python -m dlwb release [--check]                 generate labs/ from solutions/
+    python -m dlwb grade SUBMISSIONS --lab NAME      grade a folder or zip of submissions
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from dlwb.download import COURSE_ROOT
+from dlwb.grading.sandbox import Limits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +22,23 @@ def main(argv: list[str] | None = None) -> int:
     release.add_argument("--solutions", type=Path, default=COURSE_ROOT / "solutions", help="master notebooks")
     release.add_argument("--labs", type=Path, default=COURSE_ROOT / "labs", help="where the student labs go")
     release.add_argument("--check", action="store_true", help="write nothing; exit 1 if labs/ is out of date")
+    grade = commands.add_parser("grade", help="grade submissions (a folder or a zip) of one lab")
+    grade.add_argument("submissions", type=Path, help="folder or zip: <student>/…/<lab>.ipynb")
+    grade.add_argument("--lab", required=True, help="lab name, e.g. lab01_cross_entropy")
+    grade.add_argument("--solutions", type=Path, default=COURSE_ROOT / "solutions", help="master notebooks")
+    grade.add_argument("--out", type=Path, default=COURSE_ROOT / "gradebook",
+                       help="gradebook.sqlite, feedback/ and the CSV go here")
+    grade.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded at once")
+    grade.add_argument("--cell-timeout", type=float, default=Limits.cell_timeout_s, help="seconds per cell")
+    grade.add_argument("--total-timeout", type=float, default=Limits.total_timeout_s, help="seconds for all cells")
+    grade.add_argument("--call-timeout", type=float, default=Limits.call_timeout_s, help="seconds per test call")
+    grade.add_argument("--memory-mb", type=int, default=Limits.memory_bytes >> 20, help="memory per submission")
+    grade.add_argument("--allow-unisolated", action="store_true",
+                       help="grade even where student code cannot be isolated (trusted submissions only)")
+    grade.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.command == "grade":
+        return _grade(args)
 
     from dlwb.release import ReleaseError, release_all
 
@@ -29,6 +51,24 @@ def main(argv: list[str] | None = None) -> int:
         print("labs/ is out of date; run `python -m dlwb release`:\n  " + "\n  ".join(changed))
         return 1
     print("\n".join(f"- {c}" for c in changed) if changed else "labs/ is up to date")
+    return 0
+
+
+def _grade(args) -> int:
+    from dlwb.grading.grade import grade_lab
+
+    limits = Limits(cell_timeout_s=args.cell_timeout, total_timeout_s=args.total_timeout,
+                    call_timeout_s=args.call_timeout, memory_bytes=args.memory_mb << 20)
+    try:
+        run = grade_lab(args.submissions, args.lab, solutions=args.solutions, out=args.out, limits=limits,
+                        jobs=max(args.jobs, 1), allow_unisolated=args.allow_unisolated, progress=not args.quiet)
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for problem in run.problems:
+        print(f"skipped: {problem}")
+    print(f"{run.lab}: {run.graded} graded, {run.invalid} invalid, {run.errors} grader errors "
+          f"in {run.seconds:.1f} s\n  gradebook {run.gradebook}\n  feedback  {run.feedback}/\n  grades    {run.csv}")
     return 0
 
 

@@ -1,0 +1,19 @@
+"""Grading student labs safely: collect, sandbox, test, score, record, give feedback.
+
+The trust model, in one sentence: student code runs only in a sandboxed worker process,
+and everything that decides a score (the tests, the reference values, the comparisons)
+runs in the grader's own process, which receives nothing from the student but plain
+values (JSON, and NumPy arrays read with ``allow_pickle=False``).
+
+Modules, in the order a submission meets them:
+
+collect    find each student's latest submission (directory or zip), by file time
+notebook   read, validate and upgrade a submission; rebuild it on the instructor's cells
+wire       the only encoding of values that crosses the sandbox boundary
+sandbox    start the worker isolated (namespaces, limits, process group), talk to it
+worker     runs inside the sandbox: executes the student's cells, answers calls
+runner     executes the graded test cells in the grader, with student names as proxies
+gradebook  SQLite gradebook and CSV export
+feedback   per-student Markdown/HTML feedback without hidden tests or expected values
+cli        ``python -m dlwb grade``
+"""

@@ -1,0 +1,116 @@
+"""Read a submitted notebook defensively and rebuild it on the instructor's cells.
+
+Nothing a student submits is trusted except the source of their exercise cells: outputs,
+metadata, test cells and set-up cells all come from the master. A submission that cannot
+be read is a :class:`SubmissionError` with a message for the student, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import nbformat
+
+from dlwb.release import release_notebook
+
+MAX_NOTEBOOK_BYTES = 100 << 20
+
+
+class SubmissionError(ValueError):
+    """The submitted file is not a usable notebook for this lab; the message says why."""
+
+
+def read_submission(raw: bytes, *, name: str = "the notebook"):
+    """Parse, upgrade (to nbformat 4) and sanity-check a submitted notebook."""
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        raise SubmissionError(f"{name} is {len(raw) >> 20} MiB, over the {MAX_NOTEBOOK_BYTES >> 20} MiB limit: "
+                              "clear all outputs (Edit → Clear Outputs of All Cells), save and submit again")
+    if not raw.strip():
+        raise SubmissionError(f"{name} is empty: save the notebook in JupyterLab and submit it again")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SubmissionError(f"{name} is not UTF-8 text: is it really a .ipynb notebook?") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SubmissionError(f"{name} is not valid notebook JSON (line {err.lineno}, column {err.colno}): "
+                              "the file is damaged; open it in JupyterLab, save it, and submit again") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells", data.get("worksheets")), list):
+        raise SubmissionError(f"{name} is JSON but not a notebook (no list of cells)")
+    major = data.get("nbformat")
+    if not isinstance(major, int) or not 3 <= major <= 4:
+        raise SubmissionError(f"{name} has nbformat version {major!r}; only versions 3 and 4 are supported")
+    try:
+        nb = nbformat.reads(text, as_version=4)
+    except Exception as err:  # nbformat's upgrade raises several kinds
+        raise SubmissionError(f"{name} could not be read as a notebook ({type(err).__name__})") from None
+    for cell in nb.cells:
+        if not isinstance(cell.get("source"), str) or not isinstance(cell.get("metadata"), dict):
+            raise SubmissionError(f"{name} has a malformed cell (source or metadata missing)")
+    return nb
+
+
+def grade_id(cell) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    value = meta.get("grade_id") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
+
+
+@dataclass
+class Program:
+    """What the sandbox runs (set-up and exercise cells) and what the grader tests."""
+
+    cells: list[dict]  # {"index", "source", "grade_id"} in notebook order, for the worker
+    tests: list[dict]  # {"index", "grade_id", "points", "source"} graded cells of the master
+    exercises: dict[int, str]  # cell index -> grade_id of each exercise cell
+    notes: list[str] = field(default_factory=list)  # what was restored or ignored, for feedback
+
+
+def build_program(master, submission) -> Program:
+    """Rebuild the submission on the master: the student's exercise cells, the instructor's rest.
+
+    Exercise cells are matched by ``grade_id`` (the first one wins when a student duplicated
+    a cell); a missing exercise becomes the released stub, so it grades as "not attempted".
+    Test cells never go to the sandbox: their sources (hidden tests included) stay here.
+    """
+    student: dict[str, str] = {}
+    duplicates = set()
+    for cell in submission.cells:
+        gid = grade_id(cell)
+        if gid is None or cell.get("cell_type") != "code":
+            continue
+        if gid in student:
+            duplicates.add(gid)
+        else:
+            student[gid] = cell["source"]
+    released = release_notebook(master)
+    exercise_ids = [grade_id(c) for c in master.cells if c.metadata.get("nbgrader", {}).get("solution")
+                    and c.cell_type == "code"]
+    if exercise_ids and not any(gid in student for gid in exercise_ids):
+        raise SubmissionError(
+            f"this is not the expected lab: none of its exercise cells ({', '.join(exercise_ids)}) are in the "
+            "notebook. Submit the lab notebook you were given, with its cells kept (you may add code inside them)."
+        )
+    program = Program(cells=[], tests=[], exercises={})
+    program.notes += [f"exercise cell {gid} appears more than once; the first copy was graded"
+                      for gid in sorted(duplicates)]
+    for index, (cell, public) in enumerate(zip(master.cells, released.cells)):
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        gid = grade_id(cell)
+        if meta.get("grade"):
+            program.tests.append({"index": index, "grade_id": gid, "points": float(meta.get("points", 0)),
+                                  "source": cell.source})
+            continue
+        source = public.source
+        if meta.get("solution"):
+            program.exercises[index] = gid
+            if gid in student:
+                source = student[gid]
+            else:
+                program.notes.append(f"exercise cell {gid} is missing from the submission; graded as not attempted")
+        program.cells.append({"index": index, "source": source, "grade_id": gid})
+    return program

@@ -1,0 +1,226 @@
+"""Run the graded test cells in the grader's process, with the student's names as proxies.
+
+A test cell (visible asserts and hidden tests) is executed here, never in the sandbox. The
+names it uses resolve as follows:
+
+- modules imported anywhere in the master → imported here, from the grader's own installation
+  (a student's monkeypatched ``numpy`` lives only in the sandbox);
+- names the master's exercise cells define → :class:`Remote` proxies: calling one sends the
+  arguments to the sandbox and returns the student's result as plain values;
+- names the test cell assigns itself → its own.
+
+Anything else is an authoring error of the lab (:func:`undefined_names` finds it before
+grading). So every comparison, and every reference value, is computed here.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import time
+import traceback
+from dataclasses import dataclass
+
+from dlwb.grading import wire
+from dlwb.grading.notebook import Program
+from dlwb.grading.sandbox import Sandbox, SandboxDied
+from dlwb.release import BEGIN_HIDDEN, END_HIDDEN
+
+
+class StudentError(Exception):
+    """The student's code raised while a test called it."""
+
+    def __init__(self, ename: str, evalue: str):
+        super().__init__(f"{ename}: {evalue}")
+        self.ename, self.evalue = ename, evalue
+
+
+class Remote:
+    """An object that lives in the sandbox: call it, or read an attribute; nothing else."""
+
+    __slots__ = ("_sandbox", "_ref", "_label")
+
+    def __init__(self, sandbox: Sandbox, ref: int, label: str):
+        object.__setattr__(self, "_sandbox", sandbox)
+        object.__setattr__(self, "_ref", ref)
+        object.__setattr__(self, "_label", label)
+
+    def __call__(self, *args, **kwargs):
+        reply = self._sandbox.request({"op": "call", "ref": self._ref, "args": encode_args(list(args)),
+                                       "kwargs": encode_args(kwargs)})
+        return unpack(self._sandbox, reply, f"{self._label}(…)")
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        reply = self._sandbox.request({"op": "getattr", "ref": self._ref, "name": name})
+        return unpack(self._sandbox, reply, f"{self._label}.{name}")
+
+    def __setattr__(self, name, value):
+        raise TypeError(f"the test cannot set attributes on {self._label}, which lives in the student's program")
+
+    def __bool__(self):
+        raise TypeError(f"{self._label} is an object of the student's program, not a value that can be tested")
+
+    def __repr__(self) -> str:
+        return f"<student object {self._label}>"
+
+
+def encode_args(value):
+    def ref(obj):
+        if isinstance(obj, Remote):
+            return object.__getattribute__(obj, "_ref")
+        raise wire.WireError(f"a test passed a {type(obj).__name__}, which cannot be sent to the student's program")
+
+    return wire.encode(value, make_ref=ref)
+
+
+def _tensor(array):
+    import torch
+
+    return torch.from_numpy(array.copy())
+
+
+def unpack(sandbox: Sandbox, reply: dict, label: str):
+    if not reply.get("ok"):
+        ename, evalue = str(reply.get("ename", "Error"))[:100], str(reply.get("evalue", ""))[:500]
+        raise StudentError(ename, evalue)
+    if "module" in reply:
+        raise TypeError(f"{label} is a module in the student's program")
+    return wire.decode(reply.get("value"), resolve_ref=lambda r: Remote(sandbox, r, label), make_tensor=_tensor)
+
+
+def defined_names(source: str) -> set[str]:
+    """Top-level names a cell binds (assignments, defs, classes, imports, loop targets)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def used_names(source: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def import_statements(master) -> str:
+    """Every import statement of the master's instructor cells, as one trusted script."""
+    lines = []
+    for cell in master.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or meta.get("solution"):
+            continue
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                lines.append(ast.unparse(node))
+    return "\n".join(dict.fromkeys(lines))
+
+
+def student_names(master) -> set[str]:
+    names = set()
+    for cell in master.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+            names |= {n.name for n in ast.parse(cell.source).body
+                      if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            names |= {t.id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)
+                      for t in n.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def undefined_names(master, program: Program) -> dict[str, set[str]]:
+    """Per test cell, names that are neither imported, the student's, nor its own: lab bugs."""
+    imported = defined_names(import_statements(master))
+    students = student_names(master)
+    problems = {}
+    for test in program.tests:
+        missing = used_names(test["source"]) - defined_names(test["source"]) - imported - students - set(dir(builtins))
+        if missing:
+            problems[test["grade_id"]] = missing
+    return problems
+
+
+def hidden_line_numbers(source: str) -> set[int]:
+    hidden, inside = set(), False
+    for number, line in enumerate(source.splitlines(), start=1):
+        if line.strip() == BEGIN_HIDDEN:
+            inside = True
+        if inside:
+            hidden.add(number)
+        if line.strip() == END_HIDDEN:
+            inside = False
+    return hidden
+
+
+@dataclass
+class TestResult:
+    grade_id: str
+    points: float
+    max_points: float
+    status: str  # passed | failed | not attempted | error | timed out | died
+    message: str
+    seconds: float
+
+
+def _failing_line(err: BaseException, filename: str) -> int | None:
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == filename]
+    return frames[-1].lineno if frames else None
+
+
+def _explain(err: BaseException, test: dict, cell_errors: dict[str, str], died: str | None) -> tuple[str, str]:
+    """Status and a message for the student that reveals nothing of the hidden tests."""
+    filename = f"<test {test['grade_id']}>"
+    line = _failing_line(err, filename)
+    hidden = line in hidden_line_numbers(test["source"]) if line else False
+    visible_code = test["source"].splitlines()[line - 1].strip() if line and not hidden else None
+    if isinstance(err, StudentError):
+        if err.ename == "NotImplementedError":
+            return "not attempted", "the exercise still raises NotImplementedError"
+        return "error", f"your code raised {err.ename}: {err.evalue}"
+    if isinstance(err, SandboxDied):
+        status = "timed out" if "within" in str(err) or "timed out" in str(err) else "died"
+        return status, f"your program {err}" if not died else f"your program {died}"
+    if isinstance(err, NameError) and getattr(err, "name", None) in cell_errors:
+        return "error", cell_errors[err.name]
+    if isinstance(err, NameError):
+        return "error", f"{getattr(err, 'name', err)} is not defined: keep the names the exercise asks for"
+    if isinstance(err, wire.WireError):
+        return "error", f"your code returned a value that cannot be graded ({err})"
+    if isinstance(err, AssertionError):
+        if hidden:
+            return "failed", "a hidden test failed"
+        detail = f": {err}" if str(err) else ""
+        return "failed", f"check `{visible_code}` failed{detail}" if visible_code else f"a check failed{detail}"
+    where = f"`{visible_code}`" if visible_code else "a hidden test"
+    return "failed", f"{where} could not use your result ({type(err).__name__})"
+
+
+def run_tests(master, program: Program, sandbox: Sandbox, cell_errors: dict[str, str],
+              died: str | None) -> list[TestResult]:
+    """Execute each graded cell here; the student's names are fetched from the sandbox on use."""
+    trusted: dict = {"__name__": "__grader__"}
+    exec(compile(import_statements(master), "<imports>", "exec"), trusted)
+    students = student_names(master)
+    results = []
+    for test in program.tests:
+        start = time.perf_counter()
+        namespace = dict(trusted)
+        try:
+            for name in sorted((used_names(test["source"]) & students) - defined_names(test["source"])):
+                reply = sandbox.request({"op": "get", "name": name})
+                if not reply.get("ok") and reply.get("ename") == "NameError":
+                    continue  # left undefined: the NameError below explains it
+                namespace[name] = unpack(sandbox, reply, name)
+            exec(compile(test["source"], f"<test {test['grade_id']}>", "exec"), namespace)
+            status, message = "passed", ""
+        except Exception as err:  # noqa: BLE001 — every failure becomes a result, never a crash
+            status, message = _explain(err, test, cell_errors, died)
+        points = test["points"] if status == "passed" else 0.0
+        results.append(TestResult(test["grade_id"], points, test["points"], status, message,
+                                  time.perf_counter() - start))
+    return results
