@@ -62,16 +62,18 @@ def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits:
             notes = list(program.notes)
             if not sandbox.isolated:
                 notes.append("graded without isolation (--allow-unisolated)")
-            cell_errors: dict[str, str] = {}
+            cell_errors: dict[str, tuple[str, str]] = {}  # name -> (status, message)
             for cell in report.cells:
                 if not cell.error:
                     continue
                 label = program.exercises.get(cell.index)
                 what = f"{cell.error['ename']}: {cell.error['evalue']}"
                 if label is not None:
-                    source = master.cells[cell.index].source
-                    for name in defined_names(source):
-                        cell_errors[name] = f"{name} is not defined because exercise cell {label} raised {what}"
+                    for name in defined_names(master.cells[cell.index].source):
+                        if cell.error["ename"] == "NotImplementedError":
+                            cell_errors[name] = ("not attempted", f"exercise cell {label} still raises NotImplementedError")
+                        else:
+                            cell_errors[name] = ("error", f"{name} is not defined because exercise cell {label} raised {what}")
                 if label is not None or cell.error["ename"] != "NotImplementedError":
                     notes.append(f"cell {cell.index}{f' ({label})' if label else ''} raised {what}"[:600])
             tests = run_tests(master, program, sandbox, cell_errors, report.died)
@@ -88,8 +90,9 @@ def check_master(master, path: Path) -> None:
     broken = undefined_names(master, build_program(master, master))
     if broken:
         raise RuntimeError(
-            f"{path}: graded test cells may use only imports, the exercise's names and their own variables; "
-            f"these use other names: {broken}. Define them inside the test cell."
+            f"{path}: graded test cells may use only names from set-up cells that do not call student code, "
+            f"the exercise's names and their own variables; these use other names: {broken}. "
+            "Define them in a set-up cell or inside the test cell."
         )
 
 

@@ -3,10 +3,12 @@
 A test cell (visible asserts and hidden tests) is executed here, never in the sandbox. The
 names it uses resolve as follows:
 
-- modules imported anywhere in the master → imported here, from the grader's own installation
-  (a student's monkeypatched ``numpy`` lives only in the sandbox);
 - names the master's exercise cells define → :class:`Remote` proxies: calling one sends the
   arguments to the sandbox and returns the student's result as plain values;
+- names the instructor's set-up cells define (data, reference functions, parameters, imports)
+  → those cells are run again here, in the grader, from the master: every set-up cell that
+  does not use a student's name, plus every import statement (so a student's monkeypatched
+  ``numpy`` lives only in the sandbox);
 - names the test cell assigns itself → its own.
 
 Anything else is an authoring error of the lab (:func:`undefined_names` finds it before
@@ -109,37 +111,41 @@ def used_names(source: str) -> set[str]:
     return {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
-def import_statements(master) -> str:
-    """Every import statement of the master's instructor cells, as one trusted script."""
-    lines = []
+def _is_instructor_cell(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and not meta.get("solution") and not meta.get("grade")
+
+
+def trusted_setup(master) -> str:
+    """The instructor code the grader runs itself: imports, and set-up cells free of student names."""
+    students = student_names(master)
+    parts = []
     for cell in master.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type != "code" or meta.get("solution"):
+        if not _is_instructor_cell(cell):
             continue
-        for node in ast.parse(cell.source).body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                lines.append(ast.unparse(node))
-    return "\n".join(dict.fromkeys(lines))
+        if used_names(cell.source) & students:  # a self-check: it calls the student's code; keep its imports
+            parts += [ast.unparse(n) for n in ast.parse(cell.source).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        else:
+            parts.append(cell.source)
+    return "\n".join(parts)
 
 
 def student_names(master) -> set[str]:
     names = set()
     for cell in master.cells:
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
-            names |= {n.name for n in ast.parse(cell.source).body
-                      if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-            names |= {t.id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)
-                      for t in n.targets if isinstance(t, ast.Name)}
+            body = ast.parse(cell.source).body
+            names |= {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            names |= {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     return names
 
 
 def undefined_names(master, program: Program) -> dict[str, set[str]]:
-    """Per test cell, names that are neither imported, the student's, nor its own: lab bugs."""
-    imported = defined_names(import_statements(master))
-    students = student_names(master)
+    """Per test cell, names that are neither set up by the instructor, the student's, nor its own."""
+    known = defined_names(trusted_setup(master)) | student_names(master) | set(dir(builtins))
     problems = {}
     for test in program.tests:
-        missing = used_names(test["source"]) - defined_names(test["source"]) - imported - students - set(dir(builtins))
+        missing = used_names(test["source"]) - defined_names(test["source"]) - known
         if missing:
             problems[test["grade_id"]] = missing
     return problems
@@ -172,7 +178,8 @@ def _failing_line(err: BaseException, filename: str) -> int | None:
     return frames[-1].lineno if frames else None
 
 
-def _explain(err: BaseException, test: dict, cell_errors: dict[str, str], died: str | None) -> tuple[str, str]:
+def _explain(err: BaseException, test: dict, cell_errors: dict[str, tuple[str, str]],
+             died: str | None) -> tuple[str, str]:
     """Status and a message for the student that reveals nothing of the hidden tests."""
     filename = f"<test {test['grade_id']}>"
     line = _failing_line(err, filename)
@@ -186,7 +193,7 @@ def _explain(err: BaseException, test: dict, cell_errors: dict[str, str], died: 
         status = "timed out" if "within" in str(err) or "timed out" in str(err) else "died"
         return status, f"your program {err}" if not died else f"your program {died}"
     if isinstance(err, NameError) and getattr(err, "name", None) in cell_errors:
-        return "error", cell_errors[err.name]
+        return cell_errors[err.name]
     if isinstance(err, NameError):
         return "error", f"{getattr(err, 'name', err)} is not defined: keep the names the exercise asks for"
     if isinstance(err, wire.WireError):
@@ -200,11 +207,14 @@ def _explain(err: BaseException, test: dict, cell_errors: dict[str, str], died: 
     return "failed", f"{where} could not use your result ({type(err).__name__})"
 
 
-def run_tests(master, program: Program, sandbox: Sandbox, cell_errors: dict[str, str],
+def run_tests(master, program: Program, sandbox: Sandbox, cell_errors: dict[str, tuple[str, str]],
               died: str | None) -> list[TestResult]:
     """Execute each graded cell here; the student's names are fetched from the sandbox on use."""
     trusted: dict = {"__name__": "__grader__"}
-    exec(compile(import_statements(master), "<imports>", "exec"), trusted)
+    try:
+        exec(compile(trusted_setup(master), "<instructor set-up>", "exec"), trusted)
+    except Exception as err:
+        raise RuntimeError(f"the lab's set-up cells fail when the grader runs them: {type(err).__name__}: {err}") from err
     students = student_names(master)
     results = []
     for test in program.tests:
