@@ -73,3 +73,5 @@ def test_confusion_matrix_counts():
     plt.close(fig)
     with pytest.raises(ValueError, match="same shape"):
         plots.confusion_matrix([0, 1], [0])
+    with pytest.raises(ValueError, match="num_classes"):
+        plots.confusion_matrix([0, 5], [0, 1], num_classes=3)

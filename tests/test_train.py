@@ -155,3 +155,20 @@ def test_empty_loader_is_a_clear_error():
         trainer.evaluate([])
     with pytest.raises(ValueError, match="num_epochs"):
         trainer.fit([(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))], num_epochs=0)
+
+
+def test_fit_draws_from_the_loader_generator_like_a_plain_loop():
+    """Shuffles under fit() are those of a hand-written loop: no extra iterator is created."""
+    X, y = blobs(96)
+
+    def loader():
+        return DataLoader(TensorDataset(X, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(3))
+
+    plain = loader()
+    for _ in range(2):
+        for _batch in plain:
+            pass
+    trained = loader()
+    net = make_net()
+    Trainer(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss(), progress=True).fit(trained, 2)
+    assert torch.equal(plain.generator.get_state(), trained.generator.get_state())

@@ -112,7 +112,11 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape")
-    k = num_classes or int(max(y_true.max(), y_pred.max())) + 1
+    largest = int(max(y_true.max(), y_pred.max()))
+    k = num_classes or largest + 1
+    if largest >= k or min(y_true.min(), y_pred.min()) < 0:
+        raise ValueError(f"labels must be in [0, {k}); found {min(y_true.min(), y_pred.min())}..{largest}: "
+                         "pass the right num_classes")
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 

@@ -220,18 +220,23 @@ class Trainer:
             start = time.perf_counter()
             self.net.train()
             mean = _Mean()
-            bar = tqdm(train_iter, desc=f"epoch {self.epoch + 1}", leave=False, disable=not self.progress)
-            for batch in bar:
+            # The bar is updated by hand: given the iterable, tqdm.auto would call iter() on it an extra
+            # time, and a DataLoader's iterator draws from its generator, changing the shuffles.
+            bar = tqdm(total=len(train_iter) if hasattr(train_iter, "__len__") else None,
+                       desc=f"epoch {self.epoch + 1}", leave=False, disable=not self.progress)
+            for batch in train_iter:
                 batch = to_device(batch, self.device)
                 logs = self.train_step(batch)
                 self.step += 1
                 mean.add(logs, _batch_size(batch))
                 self.history.batches.append({"step": self.step, **logs})
+                bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.4f}")
                 for cb in self.callbacks:
                     cb.on_batch_end(self, logs)
                 if self.stop_training:
                     break
+            bar.close()
             if mean.count == 0:
                 raise ValueError("fit() got an empty train_iter: check the DataLoader and its dataset")
             self.epoch += 1
