@@ -8,11 +8,18 @@ device selection, no downloads. Import the module you need explicitly::
 
 Modules
 -------
-runtime   seeds, device choice, environment report         (chapter 00)
-download  dataset manifest and verified, cached downloads  (chapter 00)
-data      dataset loaders with offline fallbacks           (chapter 00)
-train     the one training loop, with callbacks            (chapter 03)
-plots     curves, live plots, image grids, confusion matrix (chapters 00–03)
+runtime   seeds, device choice, environment report          (chapter 00)
+download  dataset manifest and verified, cached downloads   (chapter 00)
+data      dataset loaders with offline fallbacks            (chapter 00)
+plots     curves, live plots, image grids, confusion matrix (chapters 00, 03)
+losses    loss functions from scratch                       (chapter 01)
+optim     optimizers and learning-rate schedules            (chapter 02)
+backprop  a two-layer MLP with hand-written backprop        (chapter 03)
+metrics   precision, recall, F1, ROC and AUC from scratch   (chapter 03)
+train     the one training loop, with callbacks             (chapter 03)
+checks    self-checks for lab exercises
+release   student labs generated from the master notebooks  (``python -m dlwb release``)
+grading   sandboxed, trustworthy grading of submissions     (``python -m dlwb grade``)
 """
 
 __version__ = "0.1.0"
