@@ -12,9 +12,8 @@ LAB_ARGS ?=
 
 # Test data directories searched before any download (the course's shared data, when present).
 export DLWB_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
-export MPLBACKEND ?= Agg
+# TensorFlow's C++ start-up logging: warnings and errors only.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-export PYTHONHASHSEED ?= 0
 
 .PHONY: lab test env constraints clean
 
@@ -31,7 +30,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
+	PYTHONHASHSEED=0 $(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
 
 # Re-resolve constraints.txt from the current environment (after changing requirements.txt).
 constraints: $(STAMP)
