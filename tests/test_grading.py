@@ -203,7 +203,7 @@ def graded(tmp_path_factory):
             f"    open({str(gradebook_path)!r}, 'w').write('corrupted')\nexcept OSError as err:\n"
             "    print('could not write:', err)\n")),
         "background": student_copy(GOOD_DOUBLE, GOOD_MEAN, prefix=(
-            f"import subprocess\nsubprocess.Popen(['sleep', '300', '{BG_MARK}'], start_new_session=True)\n"
+            f"import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 300', '{BG_MARK}'], start_new_session=True)\n"
             f"subprocess.Popen(['sh', '-c', 'trap \"\" TERM HUP INT; while :; do sleep 1; done # {BG_MARK}'])\n")),
         "network": student_copy(
             f"    import urllib.request\n    return 2 * np.asarray(x) * int(urllib.request.urlopen({url!r}, "
@@ -286,6 +286,7 @@ def test_errors_in_cells_are_named_and_other_exercises_still_count(graded):
 @pytest.mark.parametrize("student", ["infinite_loop", "ignores_sigint"])
 def test_hung_cells_time_out_and_are_killed(graded, student):
     assert score(graded, student) == 0
+    assert {t[1] for t in graded["tests"][student].values()} == {"timed out"}
     assert "timed out in cell 2 (limit 4 s)" in graded["rows"][student][3]
     assert graded["seconds"] < 120
 
@@ -470,3 +471,36 @@ def test_reading_submissions_defensively():
                      "worksheets": [{"cells": [{"cell_type": "code", "input": "x = 1", "outputs": [],
                                                 "language": "python", "metadata": {}}]}]}).encode()
     assert notebook.read_submission(v3).cells[0].source == "x = 1"  # upgraded to nbformat 4
+
+
+def test_killing_the_grader_leaves_no_sandbox_behind(tmp_path):
+    """A grader process that dies (killed by the batch, a crash) takes its sandbox with it."""
+    marker = "dlwb-orphan-marker-8812"
+    solutions = tmp_path / "solutions"
+    solutions.mkdir()
+    master_path = solutions / f"{LAB}.ipynb"
+    nbformat.write(master_notebook(), master_path)
+    submission = tmp_path / "sub.ipynb"
+    nbformat.write(student_copy(GOOD_DOUBLE, GOOD_MEAN, prefix=(
+        f"import subprocess\nsubprocess.Popen(['sh', '-c', 'sleep 300', '{marker}'])\nwhile True:\n    pass\n")), submission)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"master": str(master_path), "submission": str(submission), "workspace": str(workspace),
+                                "limits": {"cell_timeout_s": 600, "total_timeout_s": 600}, "hide": [str(solutions)],
+                                "allow_unisolated": False, "result": str(tmp_path / "result.json")}))
+    grader = subprocess.Popen([os.sys.executable, "-m", "dlwb.grading.grade", str(spec)])
+
+    def alive():
+        return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 60
+    while not alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive(), "the submission never started"
+    grader.kill()
+    grader.wait()
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive() == [], "the sandbox outlived its grader"

@@ -190,8 +190,8 @@ def _explain(err: BaseException, test: dict, cell_errors: dict[str, tuple[str, s
             return "not attempted", "the exercise still raises NotImplementedError"
         return "error", f"your code raised {err.ename}: {err.evalue}"
     if isinstance(err, SandboxDied):
-        status = "timed out" if "within" in str(err) or "timed out" in str(err) else "died"
-        return status, f"your program {err}" if not died else f"your program {died}"
+        reason = died or str(err)
+        return ("timed out" if "timed out" in reason or "within" in reason else "died"), f"your program {reason}"
     if isinstance(err, NameError) and getattr(err, "name", None) in cell_errors:
         return cell_errors[err.name]
     if isinstance(err, NameError):

@@ -49,7 +49,9 @@ class Limits:
     output_bytes: int = 256 << 10  # stdout + stderr kept (the rest is discarded)
 
     def as_dict(self) -> dict:
-        return {"memory_bytes": self.memory_bytes, "file_bytes": self.file_bytes}
+        # CPU seconds: a backstop in the worker itself, should the grader fail to stop it.
+        return {"memory_bytes": self.memory_bytes, "file_bytes": self.file_bytes,
+                "cpu_s": int(self.total_timeout_s + 100 * self.call_timeout_s)}
 
 
 class SandboxDied(RuntimeError):
@@ -104,6 +106,15 @@ def _mount_script(masks: list[Path], keep: list[tuple[Path, bool]]) -> str:
     return "\n".join(lines)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: be killed if the grader dies, so no sandbox is ever orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 def _outermost(paths: list[Path]) -> list[Path]:
     paths = sorted({p.resolve() for p in paths if p.exists()})
     return [p for p in paths if not any(p != q and p.is_relative_to(q) for q in paths)]
@@ -154,7 +165,7 @@ class Sandbox:
         self.proc = subprocess.Popen(
             self._command(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, pass_fds=(to_worker_r, from_worker_w), cwd=self.workdir, env=env,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         os.close(to_worker_r)
         os.close(from_worker_w)

@@ -55,6 +55,8 @@ def _set_limits(limits: dict) -> None:
     files = int(limits["file_bytes"])
     resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    cpu = int(limits["cpu_s"])
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
 
 
 class Worker:
