@@ -94,10 +94,14 @@ def execute(path: Path, *, out_dir: Path = EXECUTED, timings_dir: Path = TIMINGS
     seconds = time.perf_counter() - start
     timings_dir.mkdir(parents=True, exist_ok=True)
     budget = nb.metadata.get("dlwb", {}).get("budget_s")
-    (timings_dir / f"{path.parent.name}__{path.stem}.json").write_text(
+    timing_file(path, timings_dir).write_text(
         json.dumps({"notebook": relative(path), "seconds": seconds, "budget_s": budget, "error": error})
     )
     return Run(path, output, seconds, error)
+
+
+def timing_file(path: Path, timings_dir: Path = TIMINGS) -> Path:
+    return timings_dir / f"{path.parent.name}__{path.stem}.json"
 
 
 def has_checked_cells(path: Path) -> bool:
@@ -105,24 +109,35 @@ def has_checked_cells(path: Path) -> bool:
     return any(CHECK_TAG in c.metadata.get("tags", []) for c in nb.cells)
 
 
-def nbval_rerun(executed: Path) -> subprocess.CompletedProcess:
-    """Execute the executed copy again and compare the outputs of its checked cells."""
-    return subprocess.run(
+def nbval_rerun(executed: Path, record: Path | None = None) -> subprocess.CompletedProcess:
+    """Execute the executed copy again and compare the outputs of its checked cells.
+
+    With ``record`` (a timing file written by :func:`execute`), the re-run's time is added to it.
+    """
+    start = time.perf_counter()
+    result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
          "-p", "no:xdist", "-c", os.devnull, "--rootdir", str(executed.parent), "-q", str(executed)],
         cwd=executed.parent, capture_output=True, text=True, timeout=1800,
     )
+    if record is not None and record.exists():
+        data = json.loads(record.read_text())
+        data["recheck_s"] = time.perf_counter() - start
+        record.write_text(json.dumps(data))
+    return result
 
 
 def timing_table() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(TIMINGS.glob("*.json"))] if TIMINGS.is_dir() else []
     if not rows:
         return ""
-    lines = [f"{'notebook':<42} {'seconds':>8} {'budget':>7}  status"]
+    lines = [f"{'notebook':<42} {'seconds':>8} {'budget':>7} {'recheck':>8}  status"]
     for r in sorted(rows, key=lambda r: r["notebook"]):
         budget = f"{r['budget_s']:>7}" if r["budget_s"] is not None else f"{'-':>7}"
+        recheck = f"{r['recheck_s']:>8.1f}" if "recheck_s" in r else f"{'-':>8}"
         over = " (over budget)" if r["budget_s"] is not None and r["seconds"] > r["budget_s"] else ""
         status = (r["error"] or "ok")[:60] + over
-        lines.append(f"{r['notebook']:<42} {r['seconds']:>8.1f} {budget}  {status}")
-    lines.append(f"{'total':<42} {sum(r['seconds'] for r in rows):>8.1f}")
+        lines.append(f"{r['notebook']:<42} {r['seconds']:>8.1f} {budget} {recheck}  {status}")
+    total = sum(r["seconds"] + r.get("recheck_s", 0.0) for r in rows)
+    lines.append(f"{'total (runs + rechecks)':<42} {total:>8.1f}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from notebook_harness import (
     parameter_defaults,
     relative,
     smoke_parameters,
+    timing_file,
 )
 
 NOTEBOOKS = discover()
@@ -61,7 +62,7 @@ def test_executes_and_repeats(path):
     else:
         assert run.error is None, f"{relative(path)} failed: {run.error}; executed copy: {run.output}"
     if run.error is None and has_checked_cells(path):
-        result = nbval_rerun(run.output)
+        result = nbval_rerun(run.output, record=timing_file(path))
         assert result.returncode == 0, (
             f"cells tagged {CHECK_TAG!r} printed different values on a second run:\n{result.stdout[-4000:]}"
         )
