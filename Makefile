@@ -29,8 +29,10 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
+# One thread per process: the workers (one per core) run notebooks side by side, and
+# oversubscribed threads make small recurrent steps many times slower.
 test: $(STAMP)
-	PYTHONHASHSEED=0 $(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
+	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
 
 # Re-resolve constraints.txt from the current environment (after changing requirements.txt).
 constraints: $(STAMP)

@@ -136,7 +136,9 @@ def student_names(master) -> set[str]:
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
             body = ast.parse(cell.source).body
             names |= {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-            names |= {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+            targets = [t for n in body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                       for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+            names |= {e.id for t in targets for e in ast.walk(t) if isinstance(e, ast.Name)}  # a, (b, c) = …
     return names
 
 
