@@ -30,9 +30,10 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks/00_setup.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # One thread per process: the workers (one per core) run notebooks side by side, and
-# oversubscribed threads make small recurrent steps many times slower.
+# oversubscribed threads make small recurrent steps many times slower. Headless Agg plots:
+# under papermill the inline backend can stall on a widget's figure.
 test: $(STAMP)
-	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
+	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
 
 # Re-resolve constraints.txt from the current environment (after changing requirements.txt).
 constraints: $(STAMP)

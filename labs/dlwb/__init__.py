@@ -17,6 +17,7 @@ optim     optimizers and learning-rate schedules            (chapter 02)
 backprop  a two-layer MLP with hand-written backprop        (chapter 03)
 metrics   precision, recall, F1, ROC and AUC from scratch   (chapter 03)
 train     the one training loop, with callbacks             (chapter 03)
+conv      convolution and pooling from scratch (im2col)    (chapter 04)
 rnn       RNN and LSTM cells from scratch, char LSTM, TBPTT   (chapter 05)
 text      character vocabulary and language-model batches  (chapter 05)
 checks    self-checks for lab exercises
