@@ -15,7 +15,7 @@ export DLWB_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 # TensorFlow's C++ start-up logging: warnings and errors only.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: lab test env constraints clean
+.PHONY: lab test bench env constraints clean
 
 env: $(STAMP)
 
@@ -34,6 +34,15 @@ lab: $(STAMP)
 # under papermill the inline backend can stall on a widget's figure.
 test: $(STAMP)
 	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
+
+# The CPU set of benchmarks against reference implementations (about 15 minutes; see benchmarks/README.md).
+bench: $(STAMP)
+	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m benchmarks $(BENCH_ARGS)
+
+# Every chapter with its lecture settings (GPU if present; SMOKE=1: the small test settings):
+# executed HTML, reveal.js slides and run_times.md in build/lecture/.
+lecture: $(STAMP)
+	$(PY) -m dlwb lecture $(if $(filter 1,$(SMOKE)),--smoke) $(LECTURE_ARGS)
 
 # Re-resolve constraints.txt from the current environment (after changing requirements.txt).
 constraints: $(STAMP)

@@ -6,7 +6,8 @@ The same model (``dlwb.gpt.GPT``) with the same weights and the same batches, bu
 kernel, flash attention on recent GPUs). One training iteration is forward, loss, backward, gradient
 clipping and an AdamW step. The two are timed in alternating rounds in one process, so that a change
 in the machine's load hits both alike; the table reports the median tokens per second of each and the
-ratio scratch / sdpa.
+ratio scratch / sdpa (in the harness's terms: the course's from-scratch attention against PyTorch's
+fused kernel as the reference).
 
 CPU by default, CUDA when present (then with bfloat16 autocast and the ``gpu`` preset, as in the
 chapter)::
@@ -15,24 +16,21 @@ chapter)::
     python benchmarks/gpt_throughput.py --block-size 256     # a longer context
     python benchmarks/gpt_throughput.py --device cuda --compile
 
-Writes ``build/benchmarks/gpt_throughput.json``.
+Writes ``benchmarks/results/gpt_throughput.json`` (and ``.md``, ``.png``) through ``benchmarks/harness.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "labs"))  # run from a checkout without installing dlwb
+import torch  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from dlwb import runtime  # noqa: E402
 from dlwb.gpt import GPT, GPTConfig, configure_optimizer, gpt_loss, peak_flops  # noqa: E402
 
@@ -44,18 +42,15 @@ IMPLS = ("scratch", "sdpa")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__.split("\n\n")[0], repeats=5)
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: CUDA when present, else CPU)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="model size and batch (default: gpu on CUDA, cpu elsewhere)")
     parser.add_argument("--block-size", type=int, default=None, help="context length T (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per iteration (default: the preset's)")
     parser.add_argument("--steps", type=int, default=None, help="iterations per timed round (default: 10 CPU, 50 GPU)")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per implementation, alternating")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per implementation first")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
-    parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmarks" / "gpt_throughput.json")
     return parser.parse_args(argv)
 
 
@@ -66,12 +61,17 @@ def sync(device: torch.device) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    started = time.perf_counter()
+    harness.pin_threads(args.threads)
+    args.rounds = args.repeats  # timed rounds per implementation, alternating
     device = runtime.get_device(args.device, verbose=False)
     preset = args.preset or ("gpu" if device.type == "cuda" else "cpu")
     model_kwargs, batch_size = PRESETS[preset]
     model_kwargs = dict(model_kwargs, block_size=args.block_size or model_kwargs["block_size"])
     batch_size = args.batch_size or batch_size
     steps = args.steps or (50 if device.type == "cuda" else 10)
+    if args.smoke:
+        steps, args.warmup, model_kwargs = 2, 1, dict(model_kwargs, n_layer=1)
     amp = device.type == "cuda"
     T = model_kwargs["block_size"]
 
@@ -139,27 +139,32 @@ def main(argv=None) -> dict:
             "first_loss": first[impl],
         }
     ratio = results["scratch"]["tokens_per_s"] / results["sdpa"]["tokens_per_s"]
-    report = {
-        "benchmark": "gpt_throughput",
-        "what": "training iterations (forward, backward, clip, AdamW) of dlwb.gpt.GPT; scratch vs sdpa attention",
-        "device": runtime.describe_device(device),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "threads": torch.get_num_threads(),
-        "preset": preset,
-        "model": model_kwargs,
-        "parameters": models["sdpa"].num_params(),
-        "batch_size": batch_size,
-        "tokens_per_iter": batch_size * T,
-        "bf16_autocast": amp,
-        "compile": args.compile,
-        "steps_per_round": steps,
-        "rounds": args.rounds,
-        "results": results,
-        "ratio_scratch_over_sdpa": ratio,
-    }
+    report = harness.new_report(
+        "gpt_throughput", f"GPT training throughput: from-scratch attention vs SDPA ({device.type})", args,
+        what=("Training iterations (forward, backward, clip, AdamW) of dlwb.gpt.GPT with the same weights and "
+              "batches: attention='scratch' (dlwb.attention, the 'course' column) against attention='sdpa' "
+              "(F.scaled_dot_product_attention, the 'reference' column), alternating rounds."),
+        settings={"device": runtime.describe_device(device), "preset": preset, "model": model_kwargs,
+                  "parameters": models["sdpa"].num_params(), "batch_size": batch_size,
+                  "tokens_per_iter": batch_size * T, "bf16_autocast": amp, "compile": args.compile,
+                  "steps_per_round": steps, "warmup": args.warmup})
+    report["runs"] = {side: [{"repeat": r, "tokens_per_s": rate, "first_loss": first[impl]}
+                             for r, rate in enumerate(rates[impl])]
+                      for side, impl in zip(harness.SIDES, IMPLS)}
+    report["results"] = results
+    report["metrics"] = [
+        harness.metric("training tokens/s", results["scratch"]["tokens_per_s"], results["sdpa"]["tokens_per_s"],
+                       unit="tok/s", better="higher", course_label="scratch", reference_label="sdpa"),
+        harness.metric("first loss (same weights, same batch)", first["scratch"], first["sdpa"], better="lower",
+                       course_label="scratch", reference_label="sdpa")]
+    if peak is not None:
+        report["metrics"].append(harness.metric("MFU", results["scratch"]["mfu"], results["sdpa"]["mfu"],
+                                                better="higher", course_label="scratch", reference_label="sdpa"))
+    report["curves"] = [{"label": f"{impl} attention", "side": side, "x": list(range(1, len(rates[impl]) + 1)),
+                         "y": rates[impl]} for side, impl in zip(harness.SIDES, IMPLS)]
+    report["plot"] = {"xlabel": "round", "ylabel": "training tokens/s"}
 
-    print(f"dlwb.gpt.GPT training throughput on {report['device']}, torch {torch.__version__}")
+    print(f"dlwb.gpt.GPT training throughput on {runtime.describe_device(device)}, torch {torch.__version__}")
     print(f"preset {preset}: {model_kwargs}, batch {batch_size} x {T} tokens, bf16 {amp}, compile {args.compile}, "
           f"{args.rounds} rounds of {steps} iterations each")
     header = f"{'attention':<10} {'tokens/s':>12} {'ms/iter':>9} {'MFU':>7} {'peak MiB':>9} {'relative':>9}"
@@ -173,9 +178,7 @@ def main(argv=None) -> dict:
               f"{res['tokens_per_s'] / results['sdpa']['tokens_per_s']:>9.2f}")
     print(f"ratio scratch / sdpa (tokens/s): {ratio:.2f}; first losses: "
           + ", ".join(f"{impl} {first[impl]:.4f}" for impl in IMPLS))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    harness.write_report(report, args.out_dir, started=started)
     return report
 
 

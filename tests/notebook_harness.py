@@ -9,7 +9,10 @@ Conventions every notebook follows (see notebooks/README.md):
 - cells tagged ``nbval-check-output`` print values that must be identical when the
   notebook runs again (checked with ``nbval --nbval-lax``);
 - lecture notebooks end with "Summary" and "Exercises" sections;
-- notebooks are committed without outputs.
+- notebooks are committed without outputs;
+- chapters (notebooks/) carry ``metadata.slideshow.slide_type`` on every cell (``python -m dlwb
+  lecture --tag-slides``); their smoke run goes through :mod:`dlwb.lecture` (inline figures) and
+  also writes the chapter's page and slides to ``build/lecture-smoke/``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 EXECUTED = BUILD / "executed"
 TIMINGS = BUILD / "timings"
+LECTURE_SMOKE = BUILD / "lecture-smoke"
 NOTEBOOK_DIRS = ("notebooks", "solutions", "labs")
 CHECK_TAG = "nbval-check-output"
 
@@ -71,33 +75,35 @@ class Run:
     output: Path
     seconds: float
     error: str | None  # "ename: evalue" of the first failing cell, or None
+    pages: tuple[Path, Path] | None = None  # a chapter's HTML page and slides (build/lecture-smoke/)
+
+
+def is_chapter(path: Path) -> bool:
+    return path.parent == ROOT / "notebooks"
 
 
 def execute(path: Path, *, out_dir: Path = EXECUTED, timings_dir: Path = TIMINGS, timeout_s: int = 900) -> Run:
     """Run a notebook with papermill and its smoke parameters, in the notebook's folder.
 
     The executed copy goes to ``out_dir/<folder>/<name>``; the timing to ``timings_dir``.
+    A chapter runs as lecture mode runs it (:func:`dlwb.lecture.execute`, inline figures) and
+    its page and slides are exported to ``build/lecture-smoke/`` (the export is not timed).
     """
-    import papermill
+    from dlwb import lecture
 
     nb = nbformat.read(path, as_version=4)
     output = out_dir / path.parent.name / path.name
-    output.parent.mkdir(parents=True, exist_ok=True)
-    start, error = time.perf_counter(), None
-    try:
-        papermill.execute_notebook(
-            str(path), str(output), parameters=smoke_parameters(nb), kernel_name="python3",
-            cwd=str(path.parent), progress_bar=False, execution_timeout=timeout_s,
-        )
-    except papermill.PapermillExecutionError as err:
-        error = f"{err.ename}: {err.evalue}"
+    start = time.perf_counter()
+    error = lecture.execute(path, output, parameters=smoke_parameters(nb), timeout_s=timeout_s,
+                            inline=is_chapter(path))
     seconds = time.perf_counter() - start
+    pages = lecture.export(output, LECTURE_SMOKE) if is_chapter(path) else None
     timings_dir.mkdir(parents=True, exist_ok=True)
     budget = nb.metadata.get("dlwb", {}).get("budget_s")
     timing_file(path, timings_dir).write_text(
         json.dumps({"notebook": relative(path), "seconds": seconds, "budget_s": budget, "error": error})
     )
-    return Run(path, output, seconds, error)
+    return Run(path, output, seconds, error, pages)
 
 
 def timing_file(path: Path, timings_dir: Path = TIMINGS) -> Path:
@@ -109,16 +115,21 @@ def has_checked_cells(path: Path) -> bool:
     return any(CHECK_TAG in c.metadata.get("tags", []) for c in nb.cells)
 
 
-def nbval_rerun(executed: Path, record: Path | None = None) -> subprocess.CompletedProcess:
+def nbval_rerun(executed: Path, record: Path | None = None, *, inline: bool = False) -> subprocess.CompletedProcess:
     """Execute the executed copy again and compare the outputs of its checked cells.
 
     With ``record`` (a timing file written by :func:`execute`), the re-run's time is added to it.
+    ``inline``: re-run with the inline matplotlib backend, as a chapter's first run had it (a
+    figure shown by a checked cell is then an output of both runs).
     """
+    from dlwb.lecture import INLINE_BACKEND
+
+    env = {**os.environ, "MPLBACKEND": INLINE_BACKEND} if inline else None
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
          "-p", "no:xdist", "-c", os.devnull, "--rootdir", str(executed.parent), "-q", str(executed)],
-        cwd=executed.parent, capture_output=True, text=True, timeout=1800,
+        cwd=executed.parent, capture_output=True, text=True, timeout=1800, env=env,
     )
     if record is not None and record.exists():
         data = json.loads(record.read_text())

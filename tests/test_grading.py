@@ -501,3 +501,35 @@ def test_killing_the_grader_leaves_no_sandbox_behind(tmp_path):
     while alive() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert alive() == [], "the sandbox outlived its grader"
+
+
+def test_the_sandbox_reaches_its_own_loopback_and_nothing_else(tmp_path):
+    """Processes of one submission may talk over 127.0.0.1 (gloo, chapter 09); the machine's network stays out."""
+    from dlwb.grading.sandbox import Sandbox
+
+    server, handler = hits_server()
+    port = server.server_address[1]
+    probe = (
+        "import socket, threading, urllib.request\n"
+        "inside = socket.create_server(('127.0.0.1', 0))\n"
+        "threading.Thread(target=lambda: inside.accept()[0].sendall(b'pong'), daemon=True).start()\n"
+        "with socket.create_connection(inside.getsockname(), timeout=3) as c:\n"
+        "    own_loopback = c.recv(4).decode()\n"
+        "def refused(address):\n"
+        "    try:\n"
+        "        socket.create_connection(address, timeout=3).close()\n"
+        "    except OSError as err:\n"
+        "        return type(err).__name__\n"
+        "    return 'connected'\n"
+        f"host_loopback = refused(('127.0.0.1', {port}))\n"
+        "outside = refused(('192.0.2.1', 80))  # TEST-NET-1: any address beyond the loopback\n"
+    )
+    with Sandbox(tmp_path, limits=Limits(cell_timeout_s=20, total_timeout_s=30), hide=[]) as sandbox:
+        report = sandbox.start([{"index": 0, "source": probe}])
+        assert report.died is None and report.cells[0].error is None, (report, sandbox.output())
+        values = {name: sandbox.request({"op": "get", "name": name})["value"]
+                  for name in ("own_loopback", "host_loopback", "outside")}
+    server.shutdown()
+    assert values["own_loopback"] == "pong", "the sandbox's own loopback must be up (torch.distributed needs it)"
+    assert values["host_loopback"] != "connected" and handler.hits == 0, "the machine's 127.0.0.1 must stay out of reach"
+    assert values["outside"] != "connected", "no network beyond the loopback"

@@ -3,6 +3,7 @@
 Each notebook runs with papermill and the small settings in its ``metadata.dlwb.smoke``;
 cells tagged ``nbval-check-output`` are then re-executed by nbval and must print the same.
 Student labs may stop only at a ``NotImplementedError`` (an exercise left for the student).
+A chapter's smoke run also writes its HTML page and reveal.js slides (lecture mode), checked here.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import re
 import nbformat
 import pytest
 
+from dlwb import lecture
 from notebook_harness import (
     CHECK_TAG,
     discover,
     execute,
     has_checked_cells,
+    is_chapter,
     nbval_rerun,
     parameter_defaults,
     relative,
@@ -50,6 +53,10 @@ def test_conventions(path):
     with_output = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
     assert not with_output, f"commit notebooks without outputs (cells {with_output})"
     assert not any(re.search(r"[!%]pip install", c.source) for c in nb.cells), "no installs inside cells"
+    if is_chapter(path):
+        untagged = lecture.untagged_cells(nb)
+        assert not untagged, (f"cells {untagged} lack metadata.slideshow.slide_type: run "
+                              f"`python -m dlwb lecture --tag-slides {relative(path)}`")
 
 
 @pytest.mark.notebook
@@ -61,8 +68,14 @@ def test_executes_and_repeats(path):
             f"{relative(path)} failed with {run.error} before reaching an exercise; see {run.output}"
     else:
         assert run.error is None, f"{relative(path)} failed: {run.error}; executed copy: {run.output}"
+    if is_chapter(path):
+        html, slides = (p.read_text(encoding="utf-8") for p in run.pages)
+        assert "data:image/png;base64," in html, f"{run.pages[0]} embeds no figure (inline backend?)"
+        sections = slides.count("<section")
+        assert sections > 1, f"{run.pages[1]} has {sections} <section>: is the slide metadata there?"
+        assert "data:image/png;base64," in slides, f"{run.pages[1]} embeds no figure"
     if run.error is None and has_checked_cells(path):
-        result = nbval_rerun(run.output, record=timing_file(path))
+        result = nbval_rerun(run.output, record=timing_file(path), inline=is_chapter(path))
         assert result.returncode == 0, (
             f"cells tagged {CHECK_TAG!r} printed different values on a second run:\n{result.stdout[-4000:]}"
         )

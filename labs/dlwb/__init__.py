@@ -23,9 +23,13 @@ text      character vocabulary and language-model batches  (chapter 05)
 gan       GAN losses, Fréchet distance, the GAN training step (chapter 06)
 attention scaled dot-product and multi-head attention      (chapter 07)
 gpt       a character-level GPT, sampling, throughput, MFU  (chapter 07)
+transfer  freezing, low-rank adapters (LoRA)                (chapter 08)
+distributed  process groups, hand all-reduce, local launch (chapter 09)
+compress  int8 quantization, pruning, distillation        (chapter 10)
 checks    self-checks for lab exercises
 release   student labs generated from the master notebooks  (``python -m dlwb release``)
 grading   sandboxed, trustworthy grading of submissions     (``python -m dlwb grade``)
+lecture   executed HTML, slides and run times of the chapters (``python -m dlwb lecture``)
 """
 
 __version__ = "0.1.0"

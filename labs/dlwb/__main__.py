@@ -2,6 +2,9 @@
 
     python -m dlwb release [--check]                 generate labs/ from solutions/
     python -m dlwb grade SUBMISSIONS --lab NAME      grade a folder or zip of submissions
+    python -m dlwb lecture [--smoke] [--only NAME ...] [--out build/lecture]
+                                                     run the chapters, write HTML, slides and run times
+    python -m dlwb lecture --tag-slides NOTEBOOK ...  write the slide metadata of chapters
 """
 
 from __future__ import annotations
@@ -36,9 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--allow-unisolated", action="store_true",
                        help="grade even where student code cannot be isolated (trusted submissions only)")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    lecture = commands.add_parser("lecture", help="run the chapters; write executed HTML, slides and run times")
+    lecture.add_argument("--smoke", action="store_true", help="the small settings of metadata.dlwb.smoke")
+    lecture.add_argument("--only", nargs="+", default=(), metavar="NAME",
+                         help="chapters by name or number: 00_setup 01")
+    lecture.add_argument("--out", type=Path, default=COURSE_ROOT / "build" / "lecture", help="where the files go")
+    lecture.add_argument("--chapters", type=Path, default=COURSE_ROOT / "notebooks", help="folder of the chapters")
+    lecture.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run")
+    lecture.add_argument("--tag-slides", nargs="+", type=Path, metavar="NOTEBOOK",
+                         help="only write metadata.slideshow.slide_type into these notebooks, run nothing")
     args = parser.parse_args(argv)
     if args.command == "grade":
         return _grade(args)
+    if args.command == "lecture":
+        return _lecture(args)
 
     from dlwb.release import ReleaseError, release_all
 
@@ -52,6 +66,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("\n".join(f"- {c}" for c in changed) if changed else "labs/ is up to date")
     return 0
+
+
+def _lecture(args) -> int:
+    from dlwb import lecture
+
+    if args.tag_slides:
+        for path in args.tag_slides:
+            print(f"{path}: {lecture.tag_slides_file(path)} cells retagged")
+        return 0
+    try:
+        paths = lecture.chapters(args.only, args.chapters)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    runs = lecture.build(paths, args.out, smoke=args.smoke, timeout_s=args.timeout)
+    print(f"\n{lecture.run_times_table(runs)}\npages and slides in {args.out}/ (run times: {args.out}/run_times.md)")
+    return 1 if any(r.error for r in runs) else 0
 
 
 def _grade(args) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -48,8 +49,12 @@ def plot_history(history: History, keys: Sequence[str] | None = None, *, fig=Non
 class LivePlot(Callback):
     """A :class:`dlwb.train.Callback` that redraws :func:`plot_history` after every epoch.
 
-    In a notebook the figure updates in place (one output, not one per epoch); outside a
-    notebook it just keeps ``self.fig`` up to date.
+    Where a notebook front end shows images (JupyterLab, the classic notebook, VS Code) the
+    figure is displayed once and then updated in place through its display handle: one
+    output, not one per epoch. Headless (no IPython kernel, or the non-interactive ``Agg``
+    backend that papermill runs and CI use), it prints one text line per epoch instead, e.g.
+    ``epoch 3: loss 0.4120, acc 0.8812, val_loss 0.4511, val_acc 0.8700``. Either way
+    ``self.fig`` holds the up-to-date figure.
 
     Defined in chapter 00.
     """
@@ -59,20 +64,83 @@ class LivePlot(Callback):
         self.fig = None
         self._handle = None
 
-    def on_epoch_end(self, trainer, logs) -> None:
+    @staticmethod
+    def headless() -> bool:
+        """True where a displayed figure would not be seen: no kernel, or the ``Agg`` backend."""
         from IPython import get_ipython
+
+        shell = get_ipython()
+        return shell is None or getattr(shell, "kernel", None) is None or \
+            matplotlib.get_backend().lower() == "agg"
+
+    def on_epoch_end(self, trainer, logs) -> None:
+        self.update(trainer.history, logs)
+
+    def update(self, history: History, logs) -> None:
+        """Redraw ``history`` (or print ``logs``, the last epoch's numbers, when headless)."""
         from IPython.display import display
 
         if self.fig is None:
             self.fig = plt.figure(figsize=(9, 3.2))
             plt.close(self.fig)  # shown through the display handle only, not again at cell end
-        plot_history(trainer.history, self.keys, fig=self.fig)
-        if get_ipython() is None:
-            return
-        if self._handle is None:
+        plot_history(history, self.keys, fig=self.fig)
+        if self.headless():
+            print(text_line(logs))
+        elif self._handle is None:
             self._handle = display(self.fig, display_id=True)
         else:
             self._handle.update(self.fig)
+
+
+def keras_live_plot(keys: Sequence[str] | None = None, *, progress: bool = True):
+    """The :class:`dlwb.train.Trainer`'s training views for Keras: pass it to ``model.fit(..., verbose=0,
+    callbacks=[...])``.
+
+    Returns a ``keras.callbacks.Callback`` that shows a ``tqdm.auto`` bar over each epoch's
+    batches (with the running loss; closed at the epoch's end) and a :class:`LivePlot` of the
+    epoch logs, updated in place, or one text line per epoch when headless. Its ``history``
+    is a :class:`dlwb.train.History` of those logs, epochs counted from 1.
+
+    Defined in chapter 00.
+    """
+    import keras
+    from tqdm.auto import tqdm
+
+    class KerasLivePlot(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.history, self.live, self.bar = History(), LivePlot(keys), None
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            if progress:
+                self.bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}", leave=False)
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            if self.bar is not None:
+                self.bar.update(1)
+                if logs and "loss" in logs:
+                    self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            logs = logs or {}
+            first = [k for k in ("loss", "val_loss") if k in logs]  # loss first, as the Trainer records it
+            record = {"epoch": epoch + 1, **{k: float(logs[k]) for k in first + [k for k in logs if k not in first]}}
+            self.history.epochs.append(record)
+            self.live.update(self.history, record)
+
+    return KerasLivePlot()
+
+
+def text_line(logs) -> str:
+    """One epoch's numbers as text: ``epoch 3: loss 0.4120, val_loss 0.4511`` (``time_s`` left out).
+
+    Defined in chapter 00.
+    """
+    values = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in {"epoch", "time_s"})
+    return f"epoch {logs.get('epoch', '?')}: {values}"
 
 
 def image_grid(images, labels=None, predictions=None, *, ncols: int = 8, cmap: str = "gray"):

@@ -250,3 +250,47 @@ class Trainer:
             if self.stop_training:
                 break
         return self.history
+
+
+class TensorBoardLogger(Callback):
+    """Write every epoch's numbers (and, with ``every_batch``, every batch's) to TensorBoard.
+
+    Scalars go to ``log_dir`` through ``torch.utils.tensorboard.SummaryWriter`` (the
+    ``tensorboard`` package): ``loss``/``acc`` as ``train/loss``, ``train/acc`` and
+    ``val_loss``/``val_acc`` as ``val/loss``, ``val/acc``, at the epoch number; batch values
+    as ``batch/loss`` at the optimizer step. View them with ``tensorboard --logdir LOG_DIR``.
+    Call :meth:`close` (or use the logger as a context manager) to flush the event file.
+
+    Defined in chapter 00.
+    """
+
+    def __init__(self, log_dir, *, every_batch: bool = False) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError("TensorBoardLogger needs the tensorboard package: "
+                              "pip install -r requirements.txt -c constraints.txt") from err
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.every_batch = every_batch
+
+    def on_batch_end(self, trainer: Trainer, logs: Mapping[str, float]) -> None:
+        if self.every_batch:
+            for key, value in logs.items():
+                self.writer.add_scalar(f"batch/{key}", value, trainer.step)
+
+    def on_epoch_end(self, trainer: Trainer, logs: Mapping[str, float]) -> None:
+        for key, value in logs.items():
+            if key in {"epoch", "time_s"}:
+                continue
+            tag = f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+            self.writer.add_scalar(tag, value, trainer.epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> TensorBoardLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -4,7 +4,9 @@ Isolation on Linux (with ``unshare``; as root, or through a user namespace other
 
 - a new PID namespace whose first process is the worker, so killing it kills every process
   the student started, background daemons included (``--kill-child`` ties it to us);
-- a new network namespace with no interface up: no network;
+- a new network namespace in which only its own loopback interface is up: processes of one
+  submission can talk to each other on 127.0.0.1 (``torch.distributed`` with gloo, chapter 09),
+  but nothing else is reachable, the machine's own 127.0.0.1 included;
 - a new mount namespace in which the course, the solutions, the submissions, the gradebook,
   ``/tmp`` and home directories are covered by empty tmpfs mounts, and only what the worker
   needs is bound back (read-only): Python, the ``dlwb`` package, and its own working folder;
@@ -35,6 +37,11 @@ from pathlib import Path
 from dlwb.grading import wire
 
 NOBODY_UID = 65534
+
+# Sets IFF_UP on "lo" (ioctls SIOCGIFFLAGS, SIOCSIFFLAGS on struct ifreq), without depending on iproute2.
+LOOPBACK_UP = ("import fcntl, socket, struct; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+               "f = struct.unpack('16sH14x', fcntl.ioctl(s, 0x8913, struct.pack('16sH14x', b'lo', 0)))[1]; "
+               "fcntl.ioctl(s, 0x8914, struct.pack('16sH14x', b'lo', f | 1))")
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,8 @@ class Sandbox:
         keep = [(p, w) for p, w in keep if any(p.is_relative_to(m) for m in masks)]
         # The shell stays as the namespace's first process (PID 1, which ignores signals sent from
         # inside); the worker is its child, so a submission that kills itself really dies.
-        script = _mount_script(masks, keep) + "\n" + " ".join(shlex.quote(a) for a in worker)
+        loopback = " ".join(shlex.quote(a) for a in (sys.executable, "-I", "-c", LOOPBACK_UP))
+        script = "\n".join([_mount_script(masks, keep), loopback, " ".join(shlex.quote(a) for a in worker)])
         return [*self.prefix, "sh", "-c", script]
 
     def start(self, cells: list[dict]) -> RunReport:

@@ -1,0 +1,1 @@
+"""Benchmarks of the course's code against reference implementations (``python -m benchmarks``)."""
