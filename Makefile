@@ -19,10 +19,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 env: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	@test -x $(PY) || { echo "Creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --no-deps -e .
 	@touch $@
 
@@ -48,7 +49,7 @@ lecture: $(STAMP)
 constraints: $(STAMP)
 	@{ echo "# Full resolved environment (pip freeze of a Linux x86_64 install), regenerated with \`make constraints\`."; \
 	   echo "# Used as:  pip install -r requirements.txt -c constraints.txt"; \
-	   $(PY) -m pip freeze --exclude-editable | sed -E \
+	   $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^mnist[-_]dnn==' | sed -E \
 	     -e 's/\+cpu$$//' \
 	     -e 's/^tensorflow_cpu==(.*)$$/tensorflow-cpu==\1; sys_platform == "linux" and platform_machine == "x86_64"\ntensorflow==\1; sys_platform != "linux" or platform_machine != "x86_64"/'; \
 	 } > constraints.txt

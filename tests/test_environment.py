@@ -67,3 +67,18 @@ def test_environment_yml_uses_the_same_pins():
 def test_no_pip_install_inside_notebooks(path):
     offenders = [p.name for p in (ROOT / path).glob("*.ipynb") if re.search(r"[!%]pip install", p.read_text())]
     assert not offenders, f"set-up belongs in requirements.txt, not in cells: {offenders}"
+
+
+def test_nodeps_packages_are_pinned_installed_and_installed_by_both_setups():
+    pins = pinned("requirements-nodeps.txt")
+    assert pins, "requirements-nodeps.txt pins nothing"
+    for name, version in pins.items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail(f"{name} is not installed: run `make env`")
+        assert installed == version, f"{name}: installed {installed}, requirements-nodeps.txt pins {version}"
+    assert "pip install --no-deps -r requirements-nodeps.txt" in (ROOT / "Makefile").read_text()
+    assert "pip install --no-deps -r requirements-nodeps.txt" in (ROOT / "environment.yml").read_text()
+    # Installed without dependencies, so nothing in the resolved set may be pulled in on its behalf.
+    assert not set(pins) & set(pinned("constraints.txt")), "no-deps packages must stay out of constraints.txt"

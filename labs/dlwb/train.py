@@ -1,6 +1,7 @@
 """The course's one training loop for PyTorch, extended by callbacks and an overridable step.
 
-Taught in chapter 03, where the loop is first written out by hand. Nothing in this file
+Taught in chapter 03, where the loop is first written out by hand (and :meth:`Trainer.predict` is the
+one path from a trained net to its predictions). Nothing in this file
 knows about a particular model: a chapter that needs a different step (the GAN of
 chapter 06 updates two networks) subclasses :class:`Trainer` and overrides
 :meth:`Trainer.train_step`; everything else (epochs, devices, progress bars, history,
@@ -210,6 +211,28 @@ class Trainer:
         if mean.count == 0:
             raise ValueError("evaluate() got an empty data_iter: check the DataLoader and its dataset")
         return mean.result()
+
+    @torch.no_grad()
+    def predict(self, data_iter: Iterable) -> torch.Tensor:
+        """The net's outputs for every sample of ``data_iter``, in order, on the CPU, in eval mode.
+
+        ``data_iter`` yields ``(X, y)`` batches (``y`` is ignored) or bare ``X`` batches; the result
+        is ``net(X)`` of all batches concatenated, e.g. ``(N, num_classes)`` logits, as float32.
+        The one path from a trained net to predictions: ``predict(test_iter).argmax(-1)``.
+        """
+        was_training = self.net.training
+        self.net.eval()
+        outputs = []
+        try:
+            for batch in data_iter:
+                X = batch[0] if isinstance(batch, (list, tuple)) else batch
+                with self.autocast():
+                    outputs.append(self.net(to_device(X, self.device)).float().cpu())
+        finally:
+            self.net.train(was_training)
+        if not outputs:
+            raise ValueError("predict() got an empty data_iter: check the loader and its data")
+        return torch.cat(outputs)
 
     def fit(self, train_iter: Iterable, num_epochs: int, val_iter: Iterable | None = None) -> History:
         """Train for ``num_epochs`` more epochs; returns (and keeps adding to) ``self.history``."""
