@@ -172,3 +172,24 @@ def test_fit_draws_from_the_loader_generator_like_a_plain_loop():
     net = make_net()
     Trainer(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss(), progress=True).fit(trained, 2)
     assert torch.equal(plain.generator.get_state(), trained.generator.get_state())
+
+
+def test_predict_returns_every_output_in_order_in_eval_mode():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    X, y = torch.randn(25, 3), torch.randint(0, 2, (25,))
+    trainer = Trainer(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss(), progress=False)
+    net.train()
+    got = trainer.predict(DataLoader(TensorDataset(X, y), batch_size=7))  # (X, y) batches, last one short
+    assert got.shape == (25, 2) and got.device.type == "cpu"
+    net.eval()
+    with torch.no_grad():
+        expected = net(X)  # eval mode: dropout off, so the outputs are deterministic
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert net.training is False  # left as it was found
+    net.train()
+    bare = trainer.predict(X.split(10))  # bare X batches
+    torch.testing.assert_close(bare, expected, rtol=1e-6, atol=1e-6)
+    assert net.training is True and not got.requires_grad
+    with pytest.raises(ValueError, match="empty data_iter"):
+        trainer.predict([])
