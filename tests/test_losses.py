@@ -209,6 +209,19 @@ def test_worked_example_one_sample_costs_1_204_nats():
     assert_close(F.cross_entropy(torch.from_numpy(logits), torch.tensor([0])).item(), value)
 
 
+def test_the_article_example_divides_by_the_number_of_classes():
+    """The bug hunt of chapter 01: ten classes, true class at 0.3; the article's class mean reports 0.1204."""
+    probs = np.full((1, 10), 0.7 / 9)
+    probs[0, 0] = 0.3
+    targets = losses.one_hot(np.array([0]), 10)
+    value = losses.categorical_cross_entropy(probs, targets)
+    assert_close(value, -math.log(0.3))
+    article = float(np.mean(np.mean(-targets * np.log(probs), axis=1)))  # the mean over the class axis
+    assert round(article, 4) == 0.1204
+    assert_close(article * 10, value)
+    assert_close(F.cross_entropy(torch.log(torch.from_numpy(probs)), torch.tensor([0])).item(), value)
+
+
 def test_mean_is_over_samples_not_classes():
     probs = np.array([[0.3, 0.5, 0.2], [0.1, 0.1, 0.8]])
     targets = losses.one_hot(np.array([0, 2]), 3)
@@ -288,3 +301,100 @@ def test_losses_accept_lists_and_float32():
     assert losses.softmax_cross_entropy_grad(z, np.array([2])).dtype == np.float64
     assert_close(losses.softmax_cross_entropy(z, [2]), F.cross_entropy(torch.tensor(z, dtype=torch.float64),
                                                                        torch.tensor([2])).item())
+
+
+# --------------------------------------------------------------------------- entropy and KL divergence
+def distributions(rng, n, k, scale=1.0):
+    return losses.softmax(scale * rng.standard_normal((n, k)))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{n}x{k}" for n, k in SIZES])
+def test_kl_divergence_and_entropy_match_torch(size):
+    rng = np.random.default_rng(200 + sum(size))
+    p, q = distributions(rng, *size), distributions(rng, *size)
+    expected = F.kl_div(torch.log(torch.from_numpy(q)), torch.from_numpy(p), reduction="batchmean").item()
+    value = losses.kl_divergence(p, q)
+    assert isinstance(value, float)
+    assert_close(value, expected, what="kl_divergence vs F.kl_div(batchmean)")
+    h = torch.distributions.Categorical(probs=torch.from_numpy(p)).entropy().mean().item()
+    assert_close(losses.entropy(p), h, what="entropy vs torch Categorical")
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{n}x{k}" for n, k in SIZES])
+def test_kl_divergence_matches_keras(size):
+    pytest.importorskip("keras")
+    rng = np.random.default_rng(300 + sum(size))
+    p, q = distributions(rng, *size), distributions(rng, *size)  # all entries far above Keras' clip at 1e-7
+    assert_close(losses.kl_divergence(p, q), float(keras_loss("KLDivergence")(p, q)), what="vs keras KLDivergence")
+
+
+def test_cross_entropy_is_entropy_plus_kl_and_kl_is_not_negative():
+    rng = np.random.default_rng(12)
+    p, q = distributions(rng, 32, 7, 3.0), distributions(rng, 32, 7, 3.0)
+    assert_close(losses.categorical_cross_entropy(q, p), losses.entropy(p) + losses.kl_divergence(p, q))
+    rows = [losses.kl_divergence(p[i:i + 1], q[i:i + 1]) for i in range(32)]
+    assert min(rows) > 0.0
+    assert_close(np.mean(rows), losses.kl_divergence(p, q))  # a mean over the rows
+    assert losses.kl_divergence(p, p) == 0.0
+    # With one-hot targets the entropy is 0: cross-entropy and KL divergence are the same number.
+    onehot = losses.one_hot(rng.integers(0, 7, 32), 7)
+    assert losses.entropy(onehot) == 0.0
+    assert_close(losses.kl_divergence(onehot, q), losses.categorical_cross_entropy(q, onehot))
+
+
+def test_kl_divergence_is_not_symmetric_and_follows_torch_at_zeros():
+    p, q = np.array([[0.9, 0.1]]), np.array([[0.5, 0.5]])
+    assert_close(losses.kl_divergence(p, q), 0.9 * math.log(1.8) + 0.1 * math.log(0.2))
+    assert_close(losses.kl_divergence(q, p), 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(5.0))
+    p, q = np.array([[0.5, 0.5, 0.0]]), np.array([[0.45, 0.45, 0.1]])  # p rules out a class that q allows
+    assert_close(losses.kl_divergence(p, q), math.log(0.5 / 0.45))  # 0 log(0 / q) = 0
+    assert losses.kl_divergence(q, p) == math.inf  # q allows what p rules out
+    for a, b in [(p, q), (q, p)]:
+        expected = F.kl_div(torch.log(torch.from_numpy(b)), torch.from_numpy(a), reduction="batchmean").item()
+        assert losses.kl_divergence(a, b) == pytest.approx(expected, rel=RTOL)
+
+
+def test_entropy_limits_and_temperature():
+    k = 8
+    assert_close(losses.entropy(np.full((3, k), 1.0 / k)), math.log(k))
+    z = 3.0 * np.random.default_rng(5).standard_normal((1, k))
+    temperatures = [0.1, 0.5, 1.0, 2.0, 4.0, 100.0]
+    h = [losses.entropy(losses.softmax(z / T)) for T in temperatures]
+    assert all(a < b for a, b in zip(h, h[1:])), "softmax(z / T) flattens as T grows"
+    assert h[0] < 0.05 and math.log(k) - h[-1] < 1e-3
+
+
+def test_soft_target_kl_gradient_is_q_minus_p_over_t():
+    rng = np.random.default_rng(9)
+    teacher, student, T = 3.0 * rng.standard_normal((16, 5)), 3.0 * rng.standard_normal((16, 5)), 4.0
+    s = torch.tensor(student, requires_grad=True)
+    loss = F.kl_div(F.log_softmax(s / T, dim=1), F.softmax(torch.from_numpy(teacher) / T, dim=1), reduction="batchmean")
+    loss.backward()
+    p, q = losses.softmax(teacher / T), losses.softmax(student / T)
+    assert_close(losses.kl_divergence(p, q), loss.item())
+    assert_close((q - p) / (T * 16), s.grad.numpy())
+
+
+def test_default_mean_reduction_of_kl_div_divides_by_classes():
+    rng = np.random.default_rng(4)
+    p, q = distributions(rng, 6, 10), distributions(rng, 6, 10)
+    with pytest.warns(UserWarning, match="batchmean"):
+        mean = F.kl_div(torch.log(torch.from_numpy(q)), torch.from_numpy(p), reduction="mean").item()
+    assert_close(mean * 10, losses.kl_divergence(p, q))
+
+
+@pytest.mark.parametrize("fn", [losses.entropy, lambda p: losses.kl_divergence(p, p)])
+@pytest.mark.parametrize("bad, match", [
+    (np.array([0.5, 0.5]), r"\(N, k\)"),  # one distribution without its batch axis
+    (np.zeros((0, 3)), r"\(N, k\)|empty"),
+    (np.array([[0.5, 0.6]]), "sum to 1"),
+    (np.array([[2.0, -1.0]]), "logits"),
+])
+def test_entropy_and_kl_validate(fn, bad, match):
+    with pytest.raises(ValueError, match=match):
+        fn(bad)
+
+
+def test_kl_divergence_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        losses.kl_divergence(np.full((2, 3), 1 / 3), np.full((2, 4), 0.25))

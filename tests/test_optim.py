@@ -400,6 +400,17 @@ def test_schedule_endpoints():
     assert optim.SGD(f).current_lr() == start
 
 
+def test_warmup_cosine_with_lr_one_is_a_lambda_lr_factor():
+    """The one warm-up + cosine of the course: with lr=1.0 it is the factor PyTorch's LambdaLR multiplies by."""
+    peak, warmup, total = 3e-3, 10, NUM_STEPS
+    factor = functools.partial(optim.warmup_cosine, lr=1.0, warmup_steps=warmup, total_steps=total, start_lr=0.1,
+                               final_lr=0.01)
+    rates = torch_lrs(lambda o: S.LambdaLR(o, factor), peak)
+    expected = [optim.warmup_cosine(t, peak, warmup, total, start_lr=0.1 * peak, final_lr=0.01 * peak)
+                for t in range(NUM_STEPS)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12, atol=0)
+
+
 def test_optimizer_follows_its_schedule():
     opt = optim.SGD(functools.partial(optim.step_decay, lr=1.0, step_size=2, gamma=0.5))
     theta = [np.zeros(1)]

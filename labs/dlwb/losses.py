@@ -1,8 +1,9 @@
 """Loss functions and their gradients, from scratch in NumPy.
 
 Defined in chapter 01 (``notebooks/01_losses.ipynb``), where each loss is derived from a likelihood,
-checked against ``torch.nn.functional`` and ``keras.losses``, and differentiated by hand; lab 01 asks
-for the stable softmax cross-entropy and its gradient.
+checked against ``torch.nn.functional`` and ``keras.losses``, and differentiated by hand; entropy and the KL
+divergence follow, as used by distillation (chapter 10). Lab 01 asks for the stable softmax cross-entropy and
+its gradient.
 
 Conventions (those of the frameworks' default ``"mean"`` reduction):
 
@@ -10,6 +11,7 @@ Conventions (those of the frameworks' default ``"mean"`` reduction):
   For the elementwise losses (MSE, MAE, binary cross-entropy) every entry of the array is a sample:
   the mean runs over all its entries. For the categorical cross-entropies a sample is a row of an
   ``(N, k)`` array; its loss is a *sum* over the ``k`` classes, and the mean runs over the ``N`` rows only.
+  The same holds for :func:`entropy` and :func:`kl_divergence`, whose rows are probability distributions.
 - ``<loss>_grad`` returns the gradient of that mean with respect to the first argument (predictions,
   probabilities or logits), with the first argument's shape.
 - Inputs are converted to float64. Shapes are checked, never broadcast: an ``(N, 1)`` prediction
@@ -253,3 +255,50 @@ def softmax_cross_entropy_grad(logits, labels) -> np.ndarray:
     logits, labels = _check_logits_labels(logits, labels)
     n, k = logits.shape
     return (softmax(logits, axis=1) - one_hot(labels, k)) / n
+
+
+def _check_distributions(name, p) -> None:
+    """Raise a ValueError unless ``p`` is an (N, k) array, N >= 1, whose rows are probability distributions."""
+    if p.ndim != 2 or p.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, k), one distribution per row, with N >= 1, got {p.shape}; "
+                         f"for one distribution use {name}[None, :]")
+    _check_probabilities(p)
+    sums = p.sum(axis=1)
+    if not np.allclose(sums, 1.0, rtol=0.0, atol=1e-6):
+        raise ValueError(f"each row of {name} must sum to 1, but the sums range from {sums.min():.6g} to "
+                         f"{sums.max():.6g}; normalise it first (softmax of logits, or divide by the row sums)")
+
+
+def entropy(p) -> float:
+    r"""Entropy :math:`H(p) = -\sum_j p_j \log p_j` of each row of ``p`` (N, k), averaged over the N rows (nats).
+
+    Terms with :math:`p_j = 0` count 0 (the limit of :math:`x \log x`). A one-hot row has entropy 0, the uniform
+    distribution over k classes :math:`\ln k`, the largest possible. PyTorch:
+    ``torch.distributions.Categorical(probs=p).entropy().mean()``.
+
+    Defined in chapter 01.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    _check_distributions("p", p)
+    support = p > 0  # 0 log 0 = 0
+    return float(-np.sum(p[support] * np.log(p[support])) / p.shape[0])
+
+
+def kl_divergence(p, q) -> float:
+    r"""KL divergence :math:`\mathrm{KL}(p \,\|\, q) = \sum_j p_j (\log p_j - \log q_j)` of each row, averaged over the
+    N rows: ``p`` (N, k) the target distributions, ``q`` (N, k) the predicted ones.
+
+    It equals :math:`H(p, q) - H(p)`, cross-entropy minus entropy; it is never negative, 0 only for
+    :math:`q = p`, and not symmetric. Terms with :math:`p_j = 0` count 0; :math:`q_j = 0` where :math:`p_j > 0`
+    makes it infinite. PyTorch: ``F.kl_div(log q, p, reduction="batchmean")`` (log-probabilities first; the
+    default ``"mean"`` divides by N k); Keras: ``KLDivergence()(p, q)``, which clips both to [1e-7, 1].
+
+    Defined in chapter 01.
+    """
+    p, q = _as_pair(p, q)
+    _check_distributions("p", p)
+    _check_distributions("q", q)
+    support = p > 0  # 0 log(0 / q) = 0: classes the target rules out cost nothing
+    with np.errstate(divide="ignore"):  # q = 0 where p > 0: log 0 = -inf, an infinite divergence
+        terms = p[support] * (np.log(p[support]) - np.log(q[support]))  # (entries of the support,)
+    return float(np.sum(terms) / p.shape[0])
