@@ -142,6 +142,36 @@ def test_gradients_pass_the_numerical_check(activation, size):
     assert all(np.array_equal(params[k], before[k]) for k in params), "the check must restore every parameter"
 
 
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_index_formulas_of_the_chapter_equal_the_backward_pass(activation):
+    """The element-wise formulas of chapter 03, section 3, written out with einsum (i sample, l input,
+    k hidden unit, j output), equal mlp_backward, including the factor 2 / (N d_out) of the mean."""
+    params, X, Y = problem(9, 3, 4, 3, seed=30)
+    phi, phi_grad = bp.get_activation(activation)
+    Z1 = X @ params["W1"] + params["b1"]  # (N, h)
+    E = phi(Z1) @ params["W2"] + params["b2"] - Y  # (N, d_out)
+    scale = 2.0 / Y.size  # 2 / (N d_out)
+    by_index = {
+        "W2": scale * np.einsum("ij,ik->kj", E, phi(Z1)),
+        "b2": scale * np.einsum("ij->j", E),
+        "W1": scale * np.einsum("ij,kj,ik,il->lk", E, params["W2"], phi_grad(Z1), X),
+        "b1": scale * np.einsum("ij,kj,ik->k", E, params["W2"], phi_grad(Z1)),
+    }
+    assert_grads_close(bp.loss_and_grads(params, X, Y, activation)[1], by_index, f"index formulas, {activation}")
+
+
+def test_gradient_is_that_of_the_mean_not_the_sum():
+    """Repeating every sample leaves a mean's gradient unchanged; the sum's would double."""
+    params, X, Y = problem(6, 2, 5, 2, seed=40)
+    loss, grads = bp.loss_and_grads(params, X, Y, "tanh")
+    loss2, grads2 = bp.loss_and_grads(params, np.concatenate([X, X]), np.concatenate([Y, Y]), "tanh")
+    assert loss2 == pytest.approx(loss, rel=1e-12)
+    assert_grads_close(grads2, grads, "the data repeated twice")
+    summed = {k: Y.size * g for k, g in grads.items()}  # the gradient of the summed squared error
+    errors = bp.gradient_check(lambda p: bp.loss_and_grads(p, X, Y, "tanh")[0], params, summed)
+    assert all(e == pytest.approx((Y.size - 1) / (Y.size + 1), abs=1e-6) for e in errors.values()), errors
+
+
 def test_numerical_check_catches_a_wrong_gradient():
     params, X, Y = problem(8, 2, 5, 1, seed=3)
     _, grads = bp.loss_and_grads(params, X, Y, "tanh")

@@ -44,6 +44,16 @@ def test_per_class_scores_match_sklearn():
         np.testing.assert_allclose(ours, theirs, rtol=TOL, atol=TOL)
 
 
+def test_f1_is_the_harmonic_mean_of_precision_and_recall():
+    y_true, y_pred = random_labels(7, n=300, k=4)
+    precision, recall, f1 = metrics.precision_recall_f1(y_true, y_pred, 4, average=None)
+    assert np.all(precision + recall > 0)
+    np.testing.assert_allclose(f1, 2 / (1 / precision + 1 / recall), rtol=0, atol=TOL)
+    # Dominated by the smaller of the two: precision 1, recall 0.1 -> F1 2/11, far below their mean 0.55.
+    p, r, f = metrics.precision_recall_f1([1] * 10 + [0] * 90, [1] + [0] * 99, 2, average=None)
+    assert (p[1], r[1]) == (1.0, 0.1) and f[1] == pytest.approx(2 / 11, abs=TOL)
+
+
 def test_class_never_predicted_counts_as_zero_precision_without_warnings():
     y_true = np.array([0, 0, 1, 1, 2, 2, 2])
     y_pred = np.array([0, 1, 1, 1, 0, 1, 0])  # class 2 is never predicted

@@ -32,6 +32,9 @@ def precision_recall_f1(y_true, y_pred, num_classes: int | None = None, *, avera
         recall_c    = TP / (TP + FN)      of the samples that are c, the share predicted c
         F1_c        = 2 TP / (2 TP + FP + FN) = 2 precision_c recall_c / (precision_c + recall_c)
 
+    F1 is the harmonic mean of precision and recall, not their average: it is
+    high only when both are.
+
     A ratio ``0 / 0`` (a class never predicted, or never present) counts as 0, as with
     scikit-learn's ``zero_division=0``. ``average="macro"`` returns the unweighted means over
     all ``num_classes`` classes as three floats; ``average=None`` the three per-class arrays.
