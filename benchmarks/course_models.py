@@ -5,7 +5,7 @@ is AST-identical to the definition of the same name in its notebook), so the ben
 measure what the chapters teach:
 
 - chapter 04 (``notebooks/04_cnn.ipynb``): :func:`augment`, :func:`conv_block`, :class:`StrongCNN`,
-  :class:`TensorBatches`, :class:`AugmentedTrainer`;
+  :class:`AugmentedTrainer` (its batches come from ``dlwb.data.TensorBatches``, as in the notebook);
 - chapter 06 (``notebooks/06_gan.ipynb``): :func:`make_dcgan_generator`, :func:`make_dcgan_discriminator`,
   with the notebook's ``LATENT_DIM`` and ``DCGAN_WIDTH``.
 
@@ -24,7 +24,7 @@ from torch import nn
 from dlwb.train import Trainer
 
 NOTEBOOK_DEFINITIONS = {
-    "notebooks/04_cnn.ipynb": ("augment", "conv_block", "StrongCNN", "TensorBatches", "AugmentedTrainer"),
+    "notebooks/04_cnn.ipynb": ("augment", "conv_block", "StrongCNN", "AugmentedTrainer"),
     "notebooks/06_gan.ipynb": ("make_dcgan_generator", "make_dcgan_discriminator"),
 }
 
@@ -64,24 +64,6 @@ class StrongCNN(nn.Module):
         x = self.block1(x)  # (N, 32, 14, 14)
         x = self.block2(x)  # (N, 64, 7, 7)
         return self.head(x)  # (N, num_classes): logits
-
-
-class TensorBatches:
-    """Mini-batches (X[idx], y[idx]) of tensors that already live on the device; reshuffled at every pass."""
-
-    def __init__(self, X, y, batch_size, shuffle=False, generator=None):
-        self.X, self.y, self.batch_size, self.shuffle, self.generator = X, y, batch_size, shuffle, generator
-
-    def __len__(self):
-        return math.ceil(len(self.X) / self.batch_size)
-
-    def __iter__(self):
-        n = len(self.X)
-        order = (torch.randperm(n, device=self.X.device, generator=self.generator) if self.shuffle
-                 else torch.arange(n, device=self.X.device))
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            yield self.X[idx], self.y[idx]
 
 
 class AugmentedTrainer(Trainer):

@@ -4,10 +4,15 @@ Tolerances:
 - float64 convolutions (loops, im2col, F.conv2d, keras Conv2D in float64) compute the same sums in different
   orders: rtol 1e-10, atol 1e-12;
 - im2col only copies values: it must equal F.unfold exactly; max-pooling takes maxima: exact everywhere;
-- the ported CNN runs in float32 in both frameworks: logits equal to rtol = atol = 1e-5.
+- the ported CNN runs in float32 in both frameworks: logits equal to rtol = atol = 1e-5;
+- batch norm against nn.BatchNorm2d in float64 (outputs, running statistics, gradients): rtol 1e-10, atol 1e-12;
+- dropout against nn.Dropout: after the same seed the same mask exactly, the values to rtol 1e-6 (float32); the
+  kept share and the mean of dropout(ones) within 4 standard deviations of 1 - p and 1.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -307,6 +312,105 @@ def test_port_rejects_layers_it_cannot_copy():
                                   keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(ValueError, match="BatchNormalization"):
         conv.port_keras_cnn(keras_net, nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(144, 10)))
+
+
+# ------------------------------------------------------------------------------------------ batch norm and dropout
+
+
+def bn_pair(channels, momentum=0.1, seed=0):
+    """Our BatchNorm2d and nn.BatchNorm2d in float64 with the same random gamma and beta."""
+    torch.manual_seed(seed)
+    ours = conv.BatchNorm2d(channels, momentum=momentum).double()
+    ref = nn.BatchNorm2d(channels, momentum=momentum).double()
+    with torch.no_grad():
+        gamma, beta = torch.randn(channels, dtype=torch.float64), torch.randn(channels, dtype=torch.float64)
+        for bn in (ours, ref):
+            bn.weight.copy_(gamma)
+            bn.bias.copy_(beta)
+    return ours, ref
+
+
+@pytest.mark.parametrize("shape, momentum", [((8, 4, 6, 5), 0.1), ((2, 3, 1, 1), 0.3), ((16, 2, 7, 3), 0.01)])
+def test_batch_norm_matches_torch_in_training_mode(shape, momentum):
+    ours, ref = bn_pair(shape[1], momentum)
+    for step in range(4):
+        x = (3 * torch.randn(shape, dtype=torch.float64) + 2).requires_grad_()  # (N, C, H, W), mean 2, std 3
+        x_ref = x.detach().clone().requires_grad_()
+        y, y_ref = ours(x), ref(x_ref)
+        torch.testing.assert_close(y, y_ref, rtol=RTOL, atol=ATOL)
+        upstream = torch.randn_like(y)
+        (y * upstream).sum().backward()
+        (y_ref * upstream).sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(ours.running_mean, ref.running_mean, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(ours.running_var, ref.running_var, rtol=RTOL, atol=ATOL)
+
+
+def test_batch_norm_evaluation_uses_the_running_statistics():
+    ours, ref = bn_pair(5)
+    for _ in range(3):
+        x = 2 * torch.randn(4, 5, 3, 3, dtype=torch.float64) - 1
+        ours(x)
+        ref(x)
+    ours.eval()
+    ref.eval()
+    x = torch.randn(6, 5, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=RTOL, atol=ATOL)
+        assert torch.equal(ours(x[:1]), ours(x)[:1]), "in evaluation mode an image's output must not depend on its batch"
+        running = ours.running_mean.clone(), ours.running_var.clone()
+        ours(x)
+    assert torch.equal(ours.running_mean, running[0]) and torch.equal(ours.running_var, running[1])
+
+
+def test_batch_norm_state_dict_matches_torch():
+    ours, ref = conv.BatchNorm2d(3), nn.BatchNorm2d(3)
+    assert set(ours.state_dict()) == set(ref.state_dict()) - {"num_batches_tracked"}
+    assert {n for n, _ in ours.named_parameters()} == {"weight", "bias"}
+
+
+def test_batch_norm_rejects_bad_inputs():
+    bn = conv.BatchNorm2d(3)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        bn(torch.zeros(2, 4, 5, 5))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        bn(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        bn(torch.zeros(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+@pytest.mark.parametrize("shape", [(256, 128), (16, 8, 5, 5)])
+def test_dropout_draws_the_same_mask_as_torch(p, shape):
+    x = torch.randn(shape)
+    torch.manual_seed(3)
+    y = conv.Dropout(p)(x)
+    torch.manual_seed(3)
+    y_ref = nn.Dropout(p)(x)
+    assert torch.equal(y == 0, y_ref == 0), "the same seed must drop the same values"
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=0)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5])
+def test_dropout_keeps_the_expectation(p):
+    n = 10**6
+    torch.manual_seed(4)
+    y = conv.Dropout(p)(torch.ones(n))
+    assert abs((y != 0).float().mean().item() - (1 - p)) < 4 * math.sqrt(p * (1 - p) / n)
+    assert abs(y.mean().item() - 1) < 4 * math.sqrt(p / ((1 - p) * n))
+
+
+def test_dropout_in_evaluation_mode_and_with_p_zero_returns_its_input():
+    x = torch.randn(8, 16)
+    assert conv.Dropout(0.5).eval()(x) is x
+    assert conv.Dropout(0.0)(x) is x
+    for p in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            conv.Dropout(p)
 
 
 # ------------------------------------------------------------------------------------------ the GPU path

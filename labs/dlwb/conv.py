@@ -1,8 +1,9 @@
-"""Convolution and max-pooling from scratch in NumPy, and porting a Keras CNN to PyTorch.
+"""Convolution and max-pooling from scratch in NumPy, porting a Keras CNN to PyTorch, batch norm and dropout.
 
 Defined in chapter 04 (``notebooks/04_cnn.ipynb``), where each function is derived, written first
 with explicit loops and then with ``im2col``, and checked against ``torch.nn.functional`` and
-``keras.layers``; lab 04 asks for ``conv2d`` through ``im2col``.
+``keras.layers``; lab 04 asks for ``conv2d`` through ``im2col``. ``BatchNorm2d`` and ``Dropout`` are
+torch modules written from the formulas and checked against ``nn.BatchNorm2d`` and ``nn.Dropout``.
 
 Layouts are PyTorch's: images ``(N, C, H, W)``, kernels ``(O, C, kH, kW)``, biases ``(O,)``.
 Keras keeps images as ``(N, H, W, C)`` and kernels as ``(kH, kW, C, O)``; the porting functions at
@@ -273,3 +274,65 @@ def port_keras_cnn(keras_net, torch_net: nn.Module) -> None:
             module.weight.copy_(torch.from_numpy(weight))
             if bias:
                 module.bias.copy_(torch.from_numpy(np.asarray(bias[0])))
+
+
+class BatchNorm2d(nn.Module):
+    """Batch normalisation of images ``(N, C, H, W)``, channel by channel, as ``nn.BatchNorm2d`` computes it.
+
+    Training mode normalises with the batch's mean and biased variance over ``(N, H, W)`` and moves
+    the running averages towards them, ``running = (1 - momentum) * running + momentum * batch``,
+    with the unbiased variance. Evaluation mode normalises with the running averages, so an image's
+    output does not depend on its batch. Then ``weight * x_hat + bias``: gamma and beta, learned per
+    channel.
+
+    Defined in chapter 04.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))  # gamma: (C,)
+        self.bias = nn.Parameter(torch.zeros(num_features))  # beta: (C,)
+        self.register_buffer("running_mean", torch.zeros(num_features))  # (C,)
+        self.register_buffer("running_var", torch.ones(num_features))  # (C,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        C = len(self.weight)
+        if x.ndim != 4 or x.shape[1] != C:
+            raise ValueError(f"BatchNorm2d({C}) needs images (N, {C}, H, W), got shape {tuple(x.shape)}")
+        if self.training:
+            n = x.numel() // C  # values per channel: N * H * W
+            if n < 2:
+                raise ValueError("batch norm in training mode needs more than one value per channel")
+            mean = x.mean(dim=(0, 2, 3))  # (C,): over the batch and every position
+            var = x.var(dim=(0, 2, 3), correction=0)  # (C,): the biased variance normalises
+            with torch.no_grad():  # the running averages are statistics, not part of the graph
+                self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+                self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / (n - 1))
+        else:
+            mean, var = self.running_mean, self.running_var
+        x_hat = (x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + self.eps)  # (N, C, H, W)
+        return self.weight[:, None, None] * x_hat + self.bias[:, None, None]
+
+
+class Dropout(nn.Module):
+    """Inverted dropout: in training, zero each value with probability ``p`` and divide the rest by ``1 - p``.
+
+    The division keeps every value's expectation, so evaluation mode returns ``x`` unchanged. The
+    mask is drawn as ``nn.Dropout`` draws it on the CPU, ``bernoulli_(1 - p)`` from the global
+    generator, and scaled before it multiplies: after the same seed, the same values are dropped.
+
+    Defined in chapter 04.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"the dropout probability p must be in [0, 1), got {p!r}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        mask = torch.empty_like(x).bernoulli_(1 - self.p) / (1 - self.p)  # 0 or 1 / (1 - p), x's shape
+        return x * mask
