@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--cell-timeout", type=float, default=Limits.cell_timeout_s, help="seconds per cell")
     grade.add_argument("--total-timeout", type=float, default=Limits.total_timeout_s, help="seconds for all cells")
     grade.add_argument("--call-timeout", type=float, default=Limits.call_timeout_s, help="seconds per test call")
+    grade.add_argument("--submission-timeout", type=float, default=Limits.submission_timeout_s,
+                       help="seconds for everything of one submission: its cells, restarts and tests")
     grade.add_argument("--memory-mb", type=int, default=Limits.memory_bytes >> 20, help="memory per submission")
     grade.add_argument("--allow-unisolated", action="store_true",
                        help="grade even where student code cannot be isolated (trusted submissions only)")
@@ -86,20 +88,19 @@ def _lecture(args) -> int:
 
 
 def _grade(args) -> int:
-    from dlwb.grading.grade import grade_lab
+    from dlwb.grading.grade import grade_lab, summary
 
     limits = Limits(cell_timeout_s=args.cell_timeout, total_timeout_s=args.total_timeout,
-                    call_timeout_s=args.call_timeout, memory_bytes=args.memory_mb << 20)
+                    call_timeout_s=args.call_timeout, submission_timeout_s=args.submission_timeout,
+                    memory_bytes=args.memory_mb << 20)
     try:
         run = grade_lab(args.submissions, args.lab, solutions=args.solutions, out=args.out, limits=limits,
                         jobs=max(args.jobs, 1), allow_unisolated=args.allow_unisolated, progress=not args.quiet)
     except (FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for problem in run.problems:
-        print(f"skipped: {problem}")
-    print(f"{run.lab}: {run.graded} graded, {run.invalid} invalid, {run.errors} grader errors "
-          f"in {run.seconds:.1f} s\n  gradebook {run.gradebook}\n  feedback  {run.feedback}/\n  grades    {run.csv}")
+    print(summary(run))
+    print(f"(this summary: {run.summary})")
     return 0
 
 

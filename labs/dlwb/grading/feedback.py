@@ -8,6 +8,7 @@ Student-controlled text (their error messages, printed output) is escaped in HTM
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 
@@ -48,8 +49,15 @@ def html_page(student: str, lab: str, result: dict) -> str:
 
 
 def write(folder: Path, student_slug: str, student: str, lab: str, result: dict) -> Path:
+    """Write ``<slug>.md`` and ``<slug>.html``; each file appears whole or not at all."""
+    pages = {folder / f"{student_slug}.md": markdown(student, lab, result).encode("utf-8"),
+             folder / f"{student_slug}.html": html_page(student, lab, result).encode("utf-8")}
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{student_slug}.md").write_text(markdown(student, lab, result), encoding="utf-8")
-    target = folder / f"{student_slug}.html"
-    target.write_text(html_page(student, lab, result), encoding="utf-8")
+    for target, data in pages.items():
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     return target

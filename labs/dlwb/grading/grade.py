@@ -22,18 +22,23 @@ from pathlib import Path
 import nbformat
 from tqdm.auto import tqdm
 
+from dlwb.download import MANIFEST_PATH, cache_dir, data_dirs
 from dlwb.grading import feedback
 from dlwb.grading.collect import Submission, collect
 from dlwb.grading.gradebook import Gradebook
 from dlwb.grading.notebook import SubmissionError, build_program, read_submission
-from dlwb.grading.runner import defined_names, run_tests, undefined_names
+from dlwb.grading.runner import defined_names, run_tests, student_names, undefined_names, used_names
 from dlwb.grading.sandbox import Limits, Sandbox
+from dlwb.grading.session import Session
 
 GRADER_GRACE_S = 60.0  # on top of the sandbox's own limits, before a grader process is killed
 
 
-def _result(status: str, message: str, tests: list[dict], notes: list[str], output: str = "") -> dict:
+def _result(status: str, message: str, tests: list[dict], notes: list[str], output: str = "",
+            lab_problems: list[str] = ()) -> dict:
+    """One submission's outcome. ``lab_problems`` are for the instructor (never in feedback)."""
     return {"status": status, "message": message, "tests": tests, "notes": notes, "output": output,
+            "lab_problems": list(lab_problems),
             "score": sum(t["points"] for t in tests), "max_score": sum(t["max_points"] for t in tests)}
 
 
@@ -45,9 +50,66 @@ def _ungraded(master, status: str, message: str) -> dict:
     return _result(status, message, tests, [])
 
 
+def _student_caused(error: dict, exercises: dict[int, str]) -> bool:
+    """A self-check's error is the student's when a check failed or the student's code is in its traceback."""
+    in_student_code = any(int(i) in exercises for i in re.findall(r'File "<cell (\d+)>"', error.get("traceback", "")))
+    return in_student_code or error["ename"] in ("AssertionError", "CheckFailed")
+
+
+def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[dict, list[str], list[str], list[str]]:
+    """``(cell_errors, notes, events, lab_problems)`` from the cells' errors and the cells that timed out.
+
+    ``cell_errors`` maps a name an exercise cell defines to the (status, message) of a test
+    that finds it missing; ``events`` are what the result's message says happened. A set-up
+    cell that fails, and a self-check that fails without the student's code in its
+    traceback, are the lab's problems in grading (a file it needs, the network): they go to
+    the instructor in ``lab_problems``, never to the student.
+    """
+    students = student_names(master)
+    cell_errors: dict[str, tuple[str, str]] = {}  # name -> (status, message)
+    notes, events, lab_problems = [], [], []
+
+    def label(index: int) -> str:
+        gid = master.cells[index].metadata.get("nbgrader", {}).get("grade_id") or str(index)
+        return f"exercise cell {gid}" if index in program.exercises else f"cell {gid}"
+
+    def runs_student_code(index: int) -> bool:  # a self-check or a demo
+        return bool(used_names(master.cells[index].source) & students)
+
+    for cell in report.cells:
+        if not cell.error or cell.index not in program.exercises and cell.error["ename"] == "NotImplementedError":
+            continue  # an untouched exercise stops its self-check: the tests say "not attempted"
+        what = f"{label(cell.index)} raised {cell.error['ename']}: {cell.error['evalue']}"[:600]
+        if cell.index in program.exercises:
+            for name in defined_names(master.cells[cell.index].source):
+                cell_errors[name] = (("not attempted", f"{label(cell.index)} still raises NotImplementedError")
+                                     if cell.error["ename"] == "NotImplementedError" else
+                                     ("error", f"{name} is not defined because {what}"))
+            notes.append(what)
+        elif runs_student_code(cell.index) and _student_caused(cell.error, program.exercises):
+            notes.append(what)
+        else:
+            lab_problems.append(what)
+    for index, limit in sorted(skipped.items()):
+        timed_out = f"{label(index)} timed out (limit {limit:g} s)"
+        if index in program.exercises:
+            for name in defined_names(master.cells[index].source):
+                cell_errors[name] = ("timed out", f"{timed_out}; it was skipped")
+            events.append(f"{timed_out}, an endless loop or far too slow; it was skipped and the other "
+                          "exercises were graded in a fresh run of your program")
+        elif runs_student_code(index):
+            notes.append(f"{timed_out}; it was skipped")
+        else:
+            lab_problems.append(timed_out)
+    return cell_errors, notes, events, lab_problems
+
+
 def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits: Limits,
-              hide: list[Path], allow_unisolated: bool = False) -> dict:
-    """Score one submitted notebook against its master; returns a plain dict (see ``_result``)."""
+              readable: list[Path] = (), allow_unisolated: bool = False) -> dict:
+    """Score one submitted notebook against its master; returns a plain dict (see ``_result``).
+
+    ``readable``: what the student's program may read besides Python and ``dlwb`` (the lab's data).
+    """
     master = nbformat.read(master_path, as_version=4)
     try:
         submission = read_submission(submission_path.read_bytes(), name=submission_path.name)
@@ -55,34 +117,29 @@ def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits:
     except SubmissionError as err:
         return _ungraded(master, "invalid", str(err))
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workspace))
+
+    def make_sandbox(deadline: float) -> Sandbox:
+        return Sandbox(workdir, limits=limits, readable=readable, allow_unisolated=allow_unisolated,
+                       deadline=deadline)
+
     try:
         (workdir / master_path.name).write_bytes(submission_path.read_bytes())  # the student's file, nothing else
-        with Sandbox(workdir, limits=limits, hide=hide, allow_unisolated=allow_unisolated) as sandbox:
-            report = sandbox.start(program.cells)
-            notes = list(program.notes)
-            if not sandbox.isolated:
+        with Session(master, program, make_sandbox, limits.submission_timeout_s) as session:
+            report = session.start()
+            cell_errors, notes, events, lab_problems = _cell_outcomes(master, program, report, session.skipped)
+            notes = [*program.notes, *notes]
+            if not session.isolated:
                 notes.append("graded without isolation (--allow-unisolated)")
-            cell_errors: dict[str, tuple[str, str]] = {}  # name -> (status, message)
-            for cell in report.cells:
-                if not cell.error:
-                    continue
-                label = program.exercises.get(cell.index)
-                what = f"{cell.error['ename']}: {cell.error['evalue']}"
-                if label is not None:
-                    for name in defined_names(master.cells[cell.index].source):
-                        if cell.error["ename"] == "NotImplementedError":
-                            cell_errors[name] = ("not attempted", f"exercise cell {label} still raises NotImplementedError")
-                        else:
-                            cell_errors[name] = ("error", f"{name} is not defined because exercise cell {label} raised {what}")
-                if label is not None or cell.error["ename"] != "NotImplementedError":
-                    notes.append(f"cell {cell.index}{f' ({label})' if label else ''} raised {what}"[:600])
-            tests = run_tests(master, program, sandbox, cell_errors, report.died)
-            sandbox.kill()
-            output = sandbox.output()
+            tests = run_tests(master, program, session, cell_errors, report.died)
+            output = session.output()
+            if session.budget_spent and not report.died:
+                events.append(f"your program used up the grading time budget ({limits.submission_timeout_s:g} s "
+                              "for the whole submission, tests included); the tests after that were not run")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    message = f"your program {report.died}; tests that needed it could not run" if report.died else ""
-    return _result("graded", message, [asdict(t) for t in tests], notes, output)
+    if report.died:
+        events.append(f"your program {report.died}; tests that needed it could not run")
+    return _result("graded", "; ".join(events), [asdict(t) for t in tests], notes, output, lab_problems)
 
 
 def check_master(master, path: Path) -> None:
@@ -106,7 +163,9 @@ class LabRun:
     gradebook: Path
     feedback: Path
     csv: Path
-    problems: list[str]
+    summary: Path  # the instructor's summary (the text of :func:`summary`)
+    problems: list[str]  # files skipped or merged, grader errors, results that could not be stored
+    lab_problems: dict[str, list[str]]  # a cell of the lab failing in grading -> the students it failed for
 
 
 def _slug(student: str) -> str:
@@ -114,9 +173,32 @@ def _slug(student: str) -> str:
     return f"{slug}-{hashlib.sha256(student.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
+def lab_data() -> list[Path]:
+    """What a lab may read in grading: the data manifest, the data cache and ``$DLWB_DATA_DIR`` folders."""
+    return [p for p in (MANIFEST_PATH, cache_dir(), *data_dirs()) if p.exists()]
+
+
+def summary(run: LabRun) -> str:
+    """What the instructor needs to know about a batch, in Markdown (printed and written beside the gradebook)."""
+    lines = [f"# {run.lab}: grading summary", "",
+             f"{run.graded} graded, {run.invalid} invalid, {run.errors} grader errors in {run.seconds:.1f} s", "",
+             f"- gradebook {run.gradebook}", f"- feedback  {run.feedback}/", f"- grades    {run.csv}", ""]
+    if run.lab_problems:
+        lines += ["## Cells of the lab that failed in grading (not shown to students)", "",
+                  "The sandbox has no network and reads only Python, dlwb and the lab's data; a cell that "
+                  "fails there needs fixing in the lab, or what it needs made available.", ""]
+        for problem, students in sorted(run.lab_problems.items(), key=lambda kv: -len(kv[1])):
+            names = ", ".join(students[:10]) + (", …" if len(students) > 10 else "")
+            lines.append(f"- {problem} — in {len(students)} of {run.graded} graded submissions ({names})")
+        lines.append("")
+    if run.problems:
+        lines += ["## Files skipped, students merged, grader errors", "", *[f"- {p}" for p in run.problems], ""]
+    return "\n".join(lines)
+
+
 def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Limits, jobs: int,
               allow_unisolated: bool = False, progress: bool = True) -> LabRun:
-    """Collect, grade (``jobs`` at a time), record in the gradebook, write feedback and a CSV."""
+    """Collect, grade (``jobs`` at a time), record in the gradebook, write feedback, a CSV and a summary."""
     master_path = solutions / f"{lab}.ipynb"
     if not master_path.is_file():
         available = sorted(p.stem for p in solutions.glob("*.ipynb"))
@@ -129,34 +211,50 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix="dlwb-grading-"))
-    hide = [solutions.resolve(), source.resolve(), out.resolve(), workspace,
-            Path(__file__).resolve().parents[3]]  # the course root: solutions, .git, executed copies
     book = Gradebook(out / "gradebook.sqlite")
+    lab_problems: dict[str, list[str]] = {}
     try:
-        latest, _, problems = collect(source, lab, workspace)
-        results = _run_parallel(master_path, latest, workspace, limits, hide, allow_unisolated, jobs, progress)
+        latest, found, problems = collect(source, lab, workspace)
+        results = _run_parallel(master_path, latest, workspace, limits, lab_data(), allow_unisolated, jobs, progress)
         counts = {"graded": 0, "invalid": 0, "error": 0}
         for student, sub in sorted(latest.items()):
             result = results[student]
+            others = sorted(s.origin for s in found if s.student == student and s is not sub)
+            if others:
+                result["notes"].append(f"{len(others) + 1} files were found for you; the latest by file time, "
+                                       f"{sub.origin}, was graded (not {', '.join(others)})")
+            try:
+                book.record(lab=lab, max_points=max_points, master_sha256=master_sha, submission=sub, result=result)
+                feedback.write(out / "feedback" / lab, _slug(student), student, lab, result)
+            except Exception as err:  # noqa: BLE001 — one student's output failing is that student's error
+                problems.append(f"{student}: the grader could not store this student's results "
+                                f"({type(err).__name__}: {err}); grade them again once that is fixed")
+                counts["error"] += 1
+                continue
             counts[result["status"] if result["status"] in counts else "error"] += 1
-            book.record(lab=lab, max_points=max_points, master_sha256=master_sha, submission=sub, result=result)
-            feedback.write(out / "feedback" / lab, _slug(student), student, lab, result)
+            if result["status"] not in ("graded", "invalid"):
+                problems.append(f"{student}: {result['message']}")
+            for problem in result.get("lab_problems", []):
+                lab_problems.setdefault(problem, []).append(student)
         csv_path = out / f"{lab}.csv"
         book.export_csv(lab, csv_path)
     finally:
         book.close()
         shutil.rmtree(workspace, ignore_errors=True)
-    return LabRun(lab, counts["graded"], counts["invalid"], counts["error"], time.perf_counter() - start,
-                  out / "gradebook.sqlite", out / "feedback" / lab, csv_path, problems)
+    run = LabRun(lab, counts["graded"], counts["invalid"], counts["error"], time.perf_counter() - start,
+                 out / "gradebook.sqlite", out / "feedback" / lab, csv_path, out / f"{lab}-summary.md", problems,
+                 lab_problems)
+    run.summary.write_text(summary(run), encoding="utf-8")
+    return run
 
 
-def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits, hide, allow_unisolated, jobs,
+def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits, readable, allow_unisolated, jobs,
                   progress) -> dict[str, dict]:
     """One grader process per submission, ``jobs`` at a time; every student gets a result."""
     pending = sorted(latest.items())
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
     results: dict[str, dict] = {}
-    budget = limits.total_timeout_s + limits.call_timeout_s * 50 + GRADER_GRACE_S
+    budget = limits.submission_timeout_s + GRADER_GRACE_S
     master = nbformat.read(master_path, as_version=4)
     with tqdm(total=len(pending), desc=f"grading {master_path.stem}", disable=not progress) as bar:
         while pending or running:
@@ -165,7 +263,8 @@ def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits,
                 spec = workspace / f"job-{len(results) + len(running):05d}.json"
                 spec.write_text(json.dumps({"master": str(master_path), "submission": str(sub.path),
                                             "workspace": str(workspace), "limits": asdict(limits),
-                                            "hide": [str(h) for h in hide], "allow_unisolated": allow_unisolated,
+                                            "readable": [str(r) for r in readable],
+                                            "allow_unisolated": allow_unisolated,
                                             "result": str(spec.with_suffix(".result.json"))}))
                 with open(spec.with_suffix(".err"), "wb") as stderr:
                     proc = subprocess.Popen([sys.executable, "-m", "dlwb.grading.grade", str(spec)],
@@ -194,7 +293,7 @@ def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits,
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     result = grade_one(Path(spec["master"]), Path(spec["submission"]), Path(spec["workspace"]),
-                       Limits(**spec["limits"]), [Path(h) for h in spec["hide"]], spec["allow_unisolated"])
+                       Limits(**spec["limits"]), [Path(r) for r in spec["readable"]], spec["allow_unisolated"])
     Path(spec["result"]).write_text(json.dumps(result))
 
 

@@ -68,11 +68,43 @@ class Program:
     notes: list[str] = field(default_factory=list)  # what was restored or ignored, for feedback
 
 
+def _ignored_cells(master, released, submission, exercise_ids: list[str]) -> list[str]:
+    """Notes on the student's code outside the exercises: cells added or changed, which are not run."""
+    instructor: dict[str, set[str]] = {}  # grade_id -> its source, released and master (with hidden tests)
+    plain = set()  # code cells without a grade_id (a parameters cell)
+    for cell in [*released.cells, *master.cells]:
+        if cell.cell_type == "code" and grade_id(cell):
+            instructor.setdefault(grade_id(cell), set()).add(cell.source.strip())
+        elif cell.cell_type == "code":
+            plain.add(cell.source.strip())
+    outside, changed = [], []
+    for number, cell in enumerate(submission.cells, start=1):
+        gid = grade_id(cell)
+        if cell.get("cell_type") != "code" or gid in exercise_ids or not cell["source"].strip():
+            continue
+        if gid in instructor:
+            if cell["source"].strip() not in instructor[gid]:
+                changed.append(gid)
+        elif cell["source"].strip() not in plain:
+            outside.append(str(number))
+    notes = []
+    if outside:
+        many = len(outside) > 1
+        notes.append(f"{len(outside)} code cell{'s' if many else ''} outside the exercises (cell{'s' if many else ''} "
+                     f"{', '.join(outside)} of your notebook) {'were' if many else 'was'} not run: only the exercise "
+                     "cells are graded, so put any code your answers need inside them")
+    if changed:
+        notes.append(f"your changes to {', '.join(sorted(set(changed)))} were not used: the instructor's cells run "
+                     "as given")
+    return notes
+
+
 def build_program(master, submission) -> Program:
     """Rebuild the submission on the master: the student's exercise cells, the instructor's rest.
 
     Exercise cells are matched by ``grade_id`` (the first one wins when a student duplicated
     a cell); a missing exercise becomes the released stub, so it grades as "not attempted".
+    Code the student added or changed outside the exercises is not run; the notes say which.
     Test cells never go to the sandbox: their sources (hidden tests included) stay here.
     """
     student: dict[str, str] = {}
@@ -96,6 +128,7 @@ def build_program(master, submission) -> Program:
     program = Program(cells=[], tests=[], exercises={})
     program.notes += [f"exercise cell {gid} appears more than once; the first copy was graded"
                       for gid in sorted(duplicates)]
+    program.notes += _ignored_cells(master, released, submission, exercise_ids)
     for index, (cell, public) in enumerate(zip(master.cells, released.cells)):
         if cell.cell_type != "code":
             continue

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from dlwb.grading import wire
 from dlwb.grading.notebook import Program
-from dlwb.grading.sandbox import Sandbox, SandboxDied
+from dlwb.grading.sandbox import BudgetSpent, CallTimedOut, SandboxDied
 from dlwb.release import BEGIN_HIDDEN, END_HIDDEN
 
 
@@ -42,14 +42,17 @@ class Remote:
 
     __slots__ = ("_sandbox", "_ref", "_label")
 
-    def __init__(self, sandbox: Sandbox, ref: int, label: str):
+    def __init__(self, sandbox, ref: int, label: str):
         object.__setattr__(self, "_sandbox", sandbox)
         object.__setattr__(self, "_ref", ref)
         object.__setattr__(self, "_label", label)
 
     def __call__(self, *args, **kwargs):
-        reply = self._sandbox.request({"op": "call", "ref": self._ref, "args": encode_args(list(args)),
-                                       "kwargs": encode_args(kwargs)})
+        try:
+            reply = self._sandbox.request({"op": "call", "ref": self._ref, "args": encode_args(list(args)),
+                                           "kwargs": encode_args(kwargs)})
+        except CallTimedOut as err:
+            raise CallTimedOut(f"{self._label}(…) {err}") from None
         return unpack(self._sandbox, reply, f"{self._label}(…)")
 
     def __getattr__(self, name: str):
@@ -83,7 +86,7 @@ def _tensor(array):
     return torch.from_numpy(array.copy())
 
 
-def unpack(sandbox: Sandbox, reply: dict, label: str):
+def unpack(sandbox, reply: dict, label: str):
     if not reply.get("ok"):
         ename, evalue = str(reply.get("ename", "Error"))[:100], str(reply.get("evalue", ""))[:500]
         raise StudentError(ename, evalue)
@@ -191,6 +194,10 @@ def _explain(err: BaseException, test: dict, cell_errors: dict[str, tuple[str, s
         if err.ename == "NotImplementedError":
             return "not attempted", "the exercise still raises NotImplementedError"
         return "error", f"your code raised {err.ename}: {err.evalue}"
+    if isinstance(err, BudgetSpent):
+        return "timed out", f"not finished: your program {err}"
+    if isinstance(err, CallTimedOut):
+        return "timed out", f"{err} (an endless loop, or far too slow?)"
     if isinstance(err, SandboxDied):
         reason = died or str(err)
         return ("timed out" if "timed out" in reason or "within" in reason else "died"), f"your program {reason}"
@@ -209,9 +216,13 @@ def _explain(err: BaseException, test: dict, cell_errors: dict[str, tuple[str, s
     return "failed", f"{where} could not use your result ({type(err).__name__})"
 
 
-def run_tests(master, program: Program, sandbox: Sandbox, cell_errors: dict[str, tuple[str, str]],
+def run_tests(master, program: Program, sandbox, cell_errors: dict[str, tuple[str, str]],
               died: str | None) -> list[TestResult]:
-    """Execute each graded cell here; the student's names are fetched from the sandbox on use."""
+    """Execute each graded cell here; the student's names are fetched from the sandbox on use.
+
+    ``sandbox`` is anything with the ``request`` of :class:`dlwb.grading.sandbox.Sandbox`
+    (a :class:`dlwb.grading.session.Session`, which restarts the worker after a time-out).
+    """
     trusted: dict = {"__name__": "__grader__"}
     try:
         exec(compile(trusted_setup(master), "<instructor set-up>", "exec"), trusted)

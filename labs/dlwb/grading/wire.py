@@ -1,11 +1,16 @@
 """The encoding of values between the grader and the sandboxed worker.
 
 Only plain data crosses: ``None``, ``bool``, ``int``, ``float``, ``str``, lists, tuples and
-string-keyed dicts of those, NumPy arrays of numbers or booleans (as ``.npy`` bytes, read
-back with ``allow_pickle=False``), PyTorch tensors (sent as such arrays), and references to
-objects that stay in the worker (``{"__ref__": id}``). Decoding is strict and bounded: an
-unknown tag, an object array, too deep a nesting or too many bytes is an error, never
-something to guess about.
+string-keyed dicts of those (a subclass, such as a namedtuple, as its plain value), NumPy
+arrays of numbers or booleans (as ``.npy`` bytes, read back with ``allow_pickle=False``),
+PyTorch tensors (sent as such arrays), and references to objects that stay in the worker
+(``{"__ref__": id}``). Decoding is strict and bounded: an unknown tag, an object array,
+too deep a nesting or too many bytes is an error, never something to guess about.
+
+:func:`loads` is the boundary for text: every string of a received message (dict keys
+included) comes out encodable as UTF-8. JSON may carry lone surrogates (``"\\udce9"``, as
+text decoded with ``errors="surrogateescape"`` holds); each becomes U+FFFD, so nothing
+downstream (SQLite, feedback files, the terminal) can fail on a student's text.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import sys
 
 import numpy as np
 
 MAX_DEPTH = 32
 MAX_MESSAGE_BYTES = 64 << 20  # one message, encoded
 MAX_STRING_CHARS = 100_000
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's \\u escapes let them through; UTF-8 cannot hold them
 
 
 class WireError(ValueError):
@@ -29,35 +37,46 @@ def _array_bytes(array: np.ndarray) -> str:
     if array.dtype.kind not in "biufc":
         raise WireError(f"arrays of dtype {array.dtype} cannot be sent (numbers and booleans only)")
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, np.asarray(array, order="C"), allow_pickle=False)  # keeps 0-d scalars 0-d
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def encode(value, *, make_ref=None, depth: int = 0):
-    """Turn ``value`` into JSON-compatible data; ``make_ref(obj) -> int`` handles other objects."""
+    """Turn ``value`` into JSON-compatible data; ``make_ref(obj) -> int`` handles other objects.
+
+    Subclasses of the plain types (a namedtuple, an ``OrderedDict``, an ``IntEnum``, a ``float``
+    subclass) are sent as their plain values, read through the base type's own methods, so
+    what a subclass overrides never shapes what crosses.
+    """
     if depth > MAX_DEPTH:
         raise WireError("value nested too deeply")
-    if value is None or isinstance(value, (bool, str)) and type(value) in (bool, str):
-        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+    if value is None or type(value) is bool:
+        return value
+    if isinstance(value, str):
+        value = str.__str__(value)
+        if len(value) > MAX_STRING_CHARS:
             raise WireError(f"string of {len(value):,} characters is too long")
         return value
-    if type(value) is int:
-        return value
-    if type(value) is float:
-        return {"__float__": repr(value)}  # keeps nan and inf, which JSON lacks
     if isinstance(value, np.generic) and value.dtype.kind in "biufc":
         return {"__ndarray__": _array_bytes(np.asarray(value)), "scalar": True}
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return {"__float__": float.__repr__(value)}  # keeps nan and inf, which JSON lacks
     if isinstance(value, np.ndarray):
         return {"__ndarray__": _array_bytes(value)}
-    if type(value).__module__.startswith("torch") and type(value).__name__ in ("Tensor", "Parameter"):
-        return {"__tensor__": _array_bytes(value.detach().cpu().numpy())}
-    if type(value) in (list, tuple):
-        items = [encode(v, make_ref=make_ref, depth=depth + 1) for v in value]
-        return {"__tuple__": items} if type(value) is tuple else items
-    if type(value) is dict:
-        if not all(type(k) is str for k in value):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return {"__tensor__": _array_bytes(torch.Tensor.numpy(value.detach().cpu()))}
+    if isinstance(value, (list, tuple)):
+        items = [encode(v, make_ref=make_ref, depth=depth + 1)
+                 for v in (tuple.__iter__(value) if isinstance(value, tuple) else list.__iter__(value))]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        pairs = list(dict.items(value))
+        if not all(isinstance(k, str) for k, _ in pairs):
             raise WireError("only dicts with string keys can be sent")
-        return {"__dict__": {k: encode(v, make_ref=make_ref, depth=depth + 1) for k, v in value.items()}}
+        return {"__dict__": {str.__str__(k): encode(v, make_ref=make_ref, depth=depth + 1) for k, v in pairs}}
     if make_ref is not None:
         return {"__ref__": make_ref(value)}
     raise WireError(f"a value of type {type(value).__name__} cannot be sent")
@@ -114,6 +133,33 @@ def dumps(message: dict) -> bytes:
     return line
 
 
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (the replacement character)."""
+    return text if text.isascii() else LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _cleaned(message: dict) -> dict:
+    """Every string of a decoded JSON message made encodable, in place (iterative: no recursion)."""
+    stack = [message]
+    while stack:
+        container = stack.pop()
+        if type(container) is list:
+            for i, item in enumerate(container):
+                if type(item) is str:
+                    container[i] = clean_text(item)
+                elif type(item) in (list, dict):
+                    stack.append(item)
+            continue
+        for key in list(container):
+            item = container.pop(key) if clean_text(key) != key else container[key]
+            if type(item) is str:
+                item = clean_text(item)
+            elif type(item) in (list, dict):
+                stack.append(item)
+            container[clean_text(key)] = item
+    return message
+
+
 def loads(line: bytes) -> dict:
     if len(line) > MAX_MESSAGE_BYTES:
         raise WireError("message too large")
@@ -121,6 +167,8 @@ def loads(line: bytes) -> dict:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise WireError("malformed message") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise WireError("nested too deeply") from None
     if type(message) is not dict:
         raise WireError("malformed message")
-    return message
+    return _cleaned(message)
