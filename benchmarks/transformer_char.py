@@ -4,12 +4,13 @@ Both sides train the same model shape on the same split of tiny Shakespeare (90/
 characters) with the same recipe: 4 layers, 4 heads, width 128, context 64, batch 12, AdamW
 (lr 1e-3, betas 0.9 / 0.99, weight decay 0.1), 100 warm-up iterations and a cosine decay to
 1e-4 at iteration 2000, gradient clipping at 1.0, no dropout. The course side is
-``dlwb.gpt`` (GPT, RandomBatches, configure_optimizer, warmup_cosine) trained by
-``dlwb.train.Trainer``; the reference is ``benchmarks/reference/nanogpt_char.py``. Each is
-evaluated on the same 20 fixed validation batches (12 x 64 characters, nanoGPT's
-``--eval_iters=20``) when its training clock (evaluations excluded) passes each checkpoint, and
-stops at the last checkpoint or at iteration 2000. Reported: validation loss at each
-checkpoint, training tokens per second, and the ratios course / reference::
+``dlwb.gpt`` (GPT, RandomBatches, configure_optimizer) with chapter 02's
+``dlwb.optim.warmup_cosine``, trained by ``dlwb.train.Trainer``; the reference is
+``benchmarks/reference/nanogpt_char.py``. Each is evaluated on the same 20 fixed validation
+batches (12 x 64 characters, nanoGPT's ``--eval_iters=20``) when its training clock
+(evaluations excluded) passes each checkpoint, and stops at the last checkpoint or at
+iteration 2000. Reported: validation loss at each checkpoint, training tokens per second, and
+the ratios course / reference::
 
     .venv/bin/python benchmarks/transformer_char.py                       # checkpoints 60, 150, 300 s
     .venv/bin/python benchmarks/transformer_char.py --checkpoints 60 150 --repeats 1
@@ -46,7 +47,8 @@ def parse_args(argv=None):
 
 def run_course(data, cfg, val_batches, checkpoints, seed, *, max_iters, device="cpu", stop_below=None):
     """dlwb.gpt's model, optimizer, schedule and batches, trained by dlwb.train.Trainer (bf16 autocast on CUDA)."""
-    from dlwb.gpt import GPT, GPTConfig, RandomBatches, configure_optimizer, gpt_loss, warmup_cosine
+    from dlwb.gpt import GPT, GPTConfig, RandomBatches, configure_optimizer, gpt_loss
+    from dlwb.optim import warmup_cosine
     from dlwb.train import Callback, Trainer
 
     device = torch.device(device)
@@ -54,9 +56,9 @@ def run_course(data, cfg, val_batches, checkpoints, seed, *, max_iters, device="
                           n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)).to(device)
     optimizer = configure_optimizer(model, cfg.learning_rate, weight_decay=cfg.weight_decay,
                                     betas=(cfg.beta1, cfg.beta2), device=device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
-        warmup_cosine, warmup_iters=cfg.warmup_iters, max_iters=cfg.lr_decay_iters,
-        min_ratio=cfg.min_lr / cfg.learning_rate))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(  # nanoGPT's warm-up: from lr / (W + 1)
+        warmup_cosine, lr=1.0, warmup_steps=cfg.warmup_iters, total_steps=cfg.lr_decay_iters,
+        start_lr=1 / (cfg.warmup_iters + 1), final_lr=cfg.min_lr / cfg.learning_rate))
     trainer = Trainer(model, optimizer, gpt_loss, device=device, amp=device.type == "cuda", grad_clip=cfg.grad_clip,
                       scheduler=scheduler, progress=False)
     clock = chardata.TimeCheckpoints(checkpoints, lambda: trainer.evaluate(val_batches)["loss"], max_steps=max_iters,

@@ -24,8 +24,8 @@ from dlwb.gpt import (
     generate,
     gpt_loss,
     peak_flops,
-    warmup_cosine,
 )
+from dlwb.optim import warmup_cosine
 from dlwb.text import Vocab
 from dlwb.train import Trainer
 
@@ -140,7 +140,7 @@ def test_trainer_with_random_batches_and_throughput(capsys):
     model = tiny_model(vocab_size=len(tok))
     optimizer = configure_optimizer(model, 3e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(warmup_cosine, warmup_iters=2, max_iters=20, min_ratio=0.1))
+        optimizer, partial(warmup_cosine, lr=1.0, warmup_steps=2, total_steps=20, start_lr=1 / 3, final_lr=0.1))
     throughput = Throughput(8 * 16, model.flops_per_token(), peak_flops("cpu"))
     trainer = Trainer(model, optimizer, gpt_loss, grad_clip=1.0, scheduler=scheduler, callbacks=[throughput],
                       progress=False)
@@ -152,7 +152,7 @@ def test_trainer_with_random_batches_and_throughput(capsys):
     assert throughput.mfu(1000.0) is None
     out = capsys.readouterr().out
     assert "iter    20" in out and "tokens/s" in out and "MFU n/a" in out
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.1)  # the cosine ended at min_ratio
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.1)  # the cosine ended at final_lr
 
 
 def test_full_split_evaluation_is_a_token_mean():
@@ -199,7 +199,7 @@ def test_generate_top_k_and_temperature():
     assert torch.equal(a, b)
 
 
-def test_optimizer_groups_and_schedule():
+def test_optimizer_groups():
     model = tiny_model(bias=True)
     opt = configure_optimizer(model, 1e-3, weight_decay=0.1, device="cpu")
     decay, no_decay = opt.param_groups
@@ -208,11 +208,25 @@ def test_optimizer_groups_and_schedule():
     n = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n == model.num_params(non_embedding=False)  # every parameter once, the tied one too
     assert not opt.defaults["fused"]
-    f = partial(warmup_cosine, warmup_iters=10, max_iters=110, min_ratio=0.1)
-    assert f(0) == pytest.approx(1 / 11) and f(10) == pytest.approx(1.0)
-    assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
-    values = [f(s) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def nanogpt_lr_factor(it, warmup_iters, lr_decay_iters, min_ratio):
+    # nanoGPT's get_lr (train.py) divided by the peak rate: the reference for chapter 07's schedule.
+    if it < warmup_iters:
+        return (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_ratio
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_ratio + 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) * (1.0 - min_ratio)
+
+
+@pytest.mark.parametrize("warmup, total", [(100, 2000), (100, 5000), (10, 110), (2, 20)])
+def test_chapter_07_schedule_is_nanogpts(warmup, total):
+    # Chapter 07 uses chapter 02's warmup_cosine as a LambdaLR factor, starting at 1 / (W + 1).
+    f = partial(warmup_cosine, lr=1.0, warmup_steps=warmup, total_steps=total, start_lr=1 / (warmup + 1),
+                final_lr=0.1)
+    for step in range(total + 50):
+        assert f(step) == pytest.approx(nanogpt_lr_factor(step, warmup, total, 0.1), rel=0, abs=1e-12), step
 
 
 def test_bf16_autocast_on_cpu():

@@ -10,7 +10,8 @@ become ids with chapter 05's :class:`dlwb.text.Vocab`.
 - :class:`RandomBatches` draws random windows ``(X, Y)`` of a text, ``Y`` shifted by one.
 - :class:`GPTConfig`, :class:`CausalSelfAttention`, :class:`MLP`, :class:`Block`, :class:`GPT`:
   the model, and :func:`generate` to sample from it (temperature, top-k).
-- :func:`gpt_loss`, :func:`configure_optimizer` (AdamW, fused on CUDA), :func:`warmup_cosine`.
+- :func:`gpt_loss` and :func:`configure_optimizer` (AdamW, fused on CUDA); the learning-rate
+  schedule is chapter 02's :func:`dlwb.optim.warmup_cosine`.
 - :func:`peak_flops` and :class:`Throughput`: tokens per second and model FLOPs utilisation.
 """
 
@@ -268,23 +269,6 @@ def configure_optimizer(model: nn.Module, lr: float, *, weight_decay: float = 0.
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=torch.device(device).type == "cuda")
-
-
-def warmup_cosine(step: int, *, warmup_iters: int, max_iters: int, min_ratio: float) -> float:
-    """The learning-rate factor at ``step``: a linear warm-up, then a cosine down to ``min_ratio``.
-
-    ``(step + 1) / (warmup_iters + 1)`` for the first ``warmup_iters`` steps, then
-    ``min_ratio + (1 - min_ratio) (1 + cos(pi p)) / 2`` with ``p`` going from 0 to 1 at
-    ``max_iters``, then ``min_ratio``. Multiply by the peak rate (``torch.optim.lr_scheduler.LambdaLR``).
-
-    Defined in chapter 07.
-    """
-    if step < warmup_iters:
-        return (step + 1) / (warmup_iters + 1)
-    if step >= max_iters:
-        return min_ratio
-    progress = (step - warmup_iters) / max(1, max_iters - warmup_iters)  # 0 -> 1
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 PEAK_BF16_FLOPS = {  # dense bfloat16 tensor-core peaks from the data sheets, FLOP/s; first match wins
