@@ -25,7 +25,7 @@ ROOT = BENCHMARKS.parent
 CPU_SET = {  # benchmark -> the arguments of the full run
     "transformer_char": ["--checkpoints", "60", "150", "300", "--repeats", "1"],
     "lstm_char": ["--checkpoints", "60", "--repeats", "1"],
-    "mnist_cnn": ["--budget", "45", "--repeats", "1"],
+    "mnist_cnn": ["--repeats", "1"],  # each recipe to its last epoch: time to 99.0% and 99.3%
     "keras_vs_torch": ["--epochs", "3", "--repeats", "3"],
     "gan": ["--budget", "30", "--repeats", "1"],
     "gpt_throughput": ["--repeats", "5"],

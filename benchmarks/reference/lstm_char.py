@@ -7,9 +7,9 @@ carried from one chunk to the next, RMSprop (``learning_rate=2e-3``, ``decay_rat
 gradients clipped element-wise to ``[-grad_clip, grad_clip]`` with ``grad_clip=5``, ``seq_length=50``,
 ``batch_size=50``, parameters initialised uniform in ``[-0.08, 0.08]`` and the forget-gate biases
 set to 1 ("to encourage remembering in the beginning"). char-rnn's default is 2 layers of 128
-units with one-hot inputs; issue 7 fixes the size for both sides at 2 x 256 with a 64-wide
-embedding, so the embedding replaces the one-hot input. The README publishes no validation loss
-for tiny Shakespeare; the figure the issue aims at for this size at about 150 s is 1.755.
+units with one-hot inputs; the benchmark fixes the size for both sides at chapter 05's 2 x 256
+with a 64-wide embedding, so the embedding replaces the one-hot input. The README publishes no
+validation loss for tiny Shakespeare.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from torch.nn import functional as F
 @dataclass
 class Config:
     vocab_size: int = 65
-    embed_dim: int = 64  # issue 7's size (char-rnn feeds one-hot vectors)
-    rnn_size: int = 256  # issue 7's size (char-rnn's default: 128)
+    embed_dim: int = 64  # chapter 05's size (char-rnn feeds one-hot vectors)
+    rnn_size: int = 256  # chapter 05's size (char-rnn's default: 128)
     num_layers: int = 2
     seq_length: int = 50
     batch_size: int = 50

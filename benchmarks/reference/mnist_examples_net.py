@@ -4,11 +4,12 @@ Recipe: pytorch/examples, ``mnist/main.py``: ``Net`` = conv 3x3 1 -> 32, ReLU, c
 ReLU, max-pool 2, dropout 0.25, flatten (9216), linear 128, ReLU, dropout 0.5, linear 10,
 log-softmax; negative log-likelihood loss; Adadelta with ``lr=1.0``; ``StepLR(step_size=1,
 gamma=0.7)`` stepped after each epoch; ``batch_size=64``, ``test_batch_size=1000``, ``epochs=14``,
-inputs normalised with MNIST's mean 0.1307 and standard deviation 0.3081, the training set
-shuffled every epoch, the test set evaluated after every epoch. The example loads batches
-through ``torchvision.datasets.MNIST`` and a ``DataLoader``; here the whole set is one tensor in
-memory (issue 7: "data held in memory as tensors") and batches are index slices of a fresh
-permutation. The example publishes no accuracy figure; its logs print the test accuracy
+inputs normalised with MNIST's mean 0.1307 and standard deviation 0.3081, the test set
+evaluated after every epoch. Upstream shuffles the training set every epoch only when
+``torch.accelerator`` finds a device; on a CPU it keeps the file order. This re-statement always
+reshuffles (upstream's accelerator data order), so both sides of the benchmark see shuffled
+batches. The example loads batches through ``torchvision.datasets.MNIST`` and a ``DataLoader``;
+here the whole set is one tensor in memory and batches are index slices of a fresh permutation. The example publishes no accuracy figure; its logs print the test accuracy
 after each epoch.
 """
 

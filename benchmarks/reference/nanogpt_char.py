@@ -12,8 +12,8 @@ and the defaults of ``train.py`` that it keeps: AdamW with ``learning_rate=1e-3`
 (linear), cosine decay to ``min_lr`` at ``lr_decay_iters``, ``grad_clip=1.0``, ``bias=False``,
 ``seed=1337``, data prepared by ``data/shakespeare_char/prepare.py`` (sorted characters, 65 of
 them; 90/10 split). Published figures: the README reports a validation loss of about 1.88 for
-this CPU run ("This still runs in about ~3 minutes, but gets us a loss of only 1.88"); issue 7
-quotes 1.8857 at iteration 2000 with seed 1337. (The GPU configuration, 6 x 6 x 384, context
+this CPU run ("This still runs in about ~3 minutes, but gets us a loss of only 1.88"); its
+published figure at iteration 2000 with seed 1337 is 1.8857. (The GPU configuration, 6 x 6 x 384, context
 256, dropout 0.2, 5000 iterations, is published at 1.4697.)
 
 The model is nanoGPT's ``model.py`` layout: token and learned position embeddings, pre-LayerNorm
