@@ -27,7 +27,7 @@ from dlwb.grading import feedback
 from dlwb.grading.collect import Submission, collect
 from dlwb.grading.gradebook import Gradebook
 from dlwb.grading.notebook import SubmissionError, build_program, read_submission
-from dlwb.grading.runner import defined_names, run_tests, student_names, undefined_names, used_names
+from dlwb.grading.runner import defined_names, run_tests, student_code_cells, undefined_names
 from dlwb.grading.sandbox import Limits, Sandbox
 from dlwb.grading.session import Session
 
@@ -65,16 +65,13 @@ def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[
     traceback, are the lab's problems in grading (a file it needs, the network): they go to
     the instructor in ``lab_problems``, never to the student.
     """
-    students = student_names(master)
+    runs_student_code = student_code_cells(master)  # self-checks and demos (and the exercises)
     cell_errors: dict[str, tuple[str, str]] = {}  # name -> (status, message)
     notes, events, lab_problems = [], [], []
 
     def label(index: int) -> str:
         gid = master.cells[index].metadata.get("nbgrader", {}).get("grade_id") or str(index)
         return f"exercise cell {gid}" if index in program.exercises else f"cell {gid}"
-
-    def runs_student_code(index: int) -> bool:  # a self-check or a demo
-        return bool(used_names(master.cells[index].source) & students)
 
     for cell in report.cells:
         if not cell.error or cell.index not in program.exercises and cell.error["ename"] == "NotImplementedError":
@@ -86,7 +83,7 @@ def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[
                                      if cell.error["ename"] == "NotImplementedError" else
                                      ("error", f"{name} is not defined because {what}"))
             notes.append(what)
-        elif runs_student_code(cell.index) and _student_caused(cell.error, program.exercises):
+        elif cell.index in runs_student_code and _student_caused(cell.error, program.exercises):
             notes.append(what)
         else:
             lab_problems.append(what)
@@ -97,7 +94,7 @@ def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[
                 cell_errors[name] = ("timed out", f"{timed_out}; it was skipped")
             events.append(f"{timed_out}, an endless loop or far too slow; it was skipped and the other "
                           "exercises were graded in a fresh run of your program")
-        elif runs_student_code(index):
+        elif index in runs_student_code:
             notes.append(f"{timed_out}; it was skipped")
         else:
             lab_problems.append(timed_out)

@@ -119,14 +119,24 @@ def _is_instructor_cell(cell) -> bool:
     return cell.cell_type == "code" and not meta.get("solution") and not meta.get("grade")
 
 
+def student_code_cells(master) -> set[int]:
+    """Indices of the master's code cells that use a name an exercise defines.
+
+    Among the instructor's cells these are the self-checks and demos: they run the student's
+    code. The others are set-up, which the grader may run itself.
+    """
+    students = student_names(master)
+    return {i for i, cell in enumerate(master.cells) if cell.cell_type == "code" and used_names(cell.source) & students}
+
+
 def trusted_setup(master) -> str:
     """The instructor code the grader runs itself: imports, and set-up cells free of student names."""
-    students = student_names(master)
+    calls_student_code = student_code_cells(master)
     parts = []
-    for cell in master.cells:
+    for index, cell in enumerate(master.cells):
         if not _is_instructor_cell(cell):
             continue
-        if used_names(cell.source) & students:  # a self-check: it calls the student's code; keep its imports
+        if index in calls_student_code:  # a self-check: it calls the student's code; keep its imports
             parts += [ast.unparse(n) for n in ast.parse(cell.source).body if isinstance(n, (ast.Import, ast.ImportFrom))]
         else:
             parts.append(cell.source)

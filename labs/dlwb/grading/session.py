@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from dlwb.grading.notebook import Program
-from dlwb.grading.runner import student_names, used_names
+from dlwb.grading.runner import student_code_cells
 from dlwb.grading.sandbox import BudgetSpent, CallTimedOut, CellResult, RunReport, Sandbox, SandboxDied
 
 MAX_RESTARTS = 4
@@ -27,9 +27,8 @@ class Session:
         self.program, self.make_sandbox, self.budget_s = program, make_sandbox, budget_s
         self.deadline = time.monotonic() + budget_s
         self.budget_spent = False
-        students = student_names(master)
-        self.needed = [c for c in program.cells if c["index"] in program.exercises
-                       or not used_names(master.cells[c["index"]].source) & students]  # not a self-check
+        self_checks = student_code_cells(master)
+        self.needed = [c for c in program.cells if c["index"] in program.exercises or c["index"] not in self_checks]
         self.sandbox: Sandbox | None = None
         self.isolated = False
         self.restarts = 0
