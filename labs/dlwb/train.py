@@ -1,11 +1,10 @@
 """The course's one training loop for PyTorch, extended by callbacks and an overridable step.
 
-Taught in chapter 03, where the loop is first written out by hand (and :meth:`Trainer.predict` is the
-one path from a trained net to its predictions). Nothing in this file
-knows about a particular model: a chapter that needs a different step (the GAN of
-chapter 06 updates two networks) subclasses :class:`Trainer` and overrides
-:meth:`Trainer.train_step`; everything else (epochs, devices, progress bars, history,
-callbacks, mixed precision) stays the same.
+Taught in chapter 03, where the loop is first written out by hand and :meth:`Trainer.predict` is the
+one path from a trained net to its predictions. Nothing in this file knows about a particular
+model: a chapter that needs a different step (the GAN of chapter 06 updates two networks)
+subclasses :class:`Trainer` and overrides :meth:`Trainer.train_step`; everything else (epochs,
+devices, progress bars, history, callbacks, mixed precision) stays the same.
 
 Vocabulary, as in every chapter: ``net``, ``loss_fn``, ``optimizer``, ``num_epochs``,
 ``train_iter`` / ``val_iter`` (anything that yields ``(X, y)`` batches, such as a
@@ -14,6 +13,7 @@ Vocabulary, as in every chapter: ``net``, ``loss_fn``, ``optimizer``, ``num_epoc
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -197,17 +197,23 @@ class Trainer:
             loss = self.loss_fn(outputs, y)
         return {"loss": loss.item(), **self._metric_values(outputs, y)}
 
-    def evaluate(self, data_iter: Iterable) -> dict[str, float]:
-        """Sample-weighted mean loss and metrics over ``data_iter``, in eval mode."""
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """The net in eval mode (dropout off, batch norm on its running statistics), then back as it was."""
         was_training = self.net.training
         self.net.eval()
-        mean = _Mean()
         try:
+            yield
+        finally:
+            self.net.train(was_training)
+
+    def evaluate(self, data_iter: Iterable) -> dict[str, float]:
+        """Sample-weighted mean loss and metrics over ``data_iter``, in eval mode."""
+        mean = _Mean()
+        with self.eval_mode():
             for batch in data_iter:
                 batch = to_device(batch, self.device)
                 mean.add(self.eval_step(batch), _batch_size(batch))
-        finally:
-            self.net.train(was_training)
         if mean.count == 0:
             raise ValueError("evaluate() got an empty data_iter: check the DataLoader and its dataset")
         return mean.result()
@@ -220,16 +226,12 @@ class Trainer:
         is ``net(X)`` of all batches concatenated, e.g. ``(N, num_classes)`` logits, as float32.
         The one path from a trained net to predictions: ``predict(test_iter).argmax(-1)``.
         """
-        was_training = self.net.training
-        self.net.eval()
         outputs = []
-        try:
+        with self.eval_mode():
             for batch in data_iter:
                 X = batch[0] if isinstance(batch, (list, tuple)) else batch
                 with self.autocast():
                     outputs.append(self.net(to_device(X, self.device)).float().cpu())
-        finally:
-            self.net.train(was_training)
         if not outputs:
             raise ValueError("predict() got an empty data_iter: check the loader and its data")
         return torch.cat(outputs)
