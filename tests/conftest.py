@@ -80,6 +80,16 @@ def server():
     srv.httpd.server_close()
 
 
+def results_by_student(db) -> dict[str, dict[str, tuple]]:
+    """``{student: {grade_id: (points, status, message)}}`` of every test result in an open gradebook."""
+    tests: dict[str, dict[str, tuple]] = {}
+    for student, grade_id, points, status, message in db.execute(
+            "SELECT s.student_id, t.grade_id, t.points, t.status, t.message FROM test_results t "
+            "JOIN submissions s ON s.id = t.submission_id"):
+        tests.setdefault(student, {})[grade_id] = (points, status, message)
+    return tests
+
+
 def pytest_sessionstart(session):
     """Forget the notebook timings of earlier runs (on the controller only, not xdist workers)."""
     if not hasattr(session.config, "workerinput"):

@@ -24,7 +24,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from conftest import ROOT
+from conftest import ROOT, results_by_student
 from dlwb.grading import collect, notebook, wire
 from dlwb.grading.grade import grade_lab
 from dlwb.grading.sandbox import Limits, isolation_prefix
@@ -241,11 +241,7 @@ def graded(tmp_path_factory):
     server.shutdown()
     db = sqlite3.connect(gradebook_path)
     rows = {r[0]: r[1:] for r in db.execute("SELECT student_id, score, max_score, status, message FROM latest")}
-    tests = {}
-    for student, grade_id, points, status, message in db.execute(
-            "SELECT s.student_id, t.grade_id, t.points, t.status, t.message FROM test_results t "
-            "JOIN submissions s ON s.id = t.submission_id"):
-        tests.setdefault(student, {})[grade_id] = (points, status, message)
+    tests = results_by_student(db)
     db.close()
     return {"run": run, "rows": rows, "tests": tests, "out": out, "subs": subs,
             "solutions": solutions, "hits": handler.hits, "class_size": len(students) + 5 + 3, "limits": limits, "odd": os.path.basename(odd)}

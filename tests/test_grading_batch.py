@@ -10,14 +10,15 @@ messages from the sandbox, and cells added outside the exercises.
 from __future__ import annotations
 
 import contextlib
-import os
 import csv
 import io
+import os
 import sqlite3
 
 import nbformat
 import pytest
 
+from conftest import results_by_student
 from dlwb.__main__ import main
 from dlwb.grading.sandbox import isolation_prefix
 from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, master_notebook, student_copy
@@ -66,11 +67,7 @@ def batch(tmp_path_factory):
                      "--jobs", "2", "--quiet", "--cell-timeout", "4", "--call-timeout", "4"])
     db = sqlite3.connect(out / "gradebook.sqlite")
     rows = {r[0]: r[1:] for r in db.execute("SELECT student_id, score, status, message FROM latest")}
-    tests = {}
-    for student, grade_id, points, status, message in db.execute(
-            "SELECT s.student_id, t.grade_id, t.points, t.status, t.message FROM test_results t "
-            "JOIN submissions s ON s.id = t.submission_id"):
-        tests.setdefault(student, {})[grade_id] = (points, status, message)
+    tests = results_by_student(db)
     db.close()
     return {"code": code, "printed": printed.getvalue(), "rows": rows, "tests": tests, "out": out, "subs": subs}
 
