@@ -36,7 +36,7 @@ lab: $(STAMP)
 test: $(STAMP)
 	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest -n $(JOBS) --durations=10 $(PYTEST_ARGS)
 
-# The CPU set of benchmarks against reference implementations (about 15 minutes; see benchmarks/README.md).
+# The CPU set of benchmarks against reference implementations (see benchmarks/README.md).
 bench: $(STAMP)
 	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m benchmarks $(BENCH_ARGS)
 

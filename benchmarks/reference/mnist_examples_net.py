@@ -9,8 +9,8 @@ evaluated after every epoch. Upstream shuffles the training set every epoch only
 ``torch.accelerator`` finds a device; on a CPU it keeps the file order. This re-statement always
 reshuffles (upstream's accelerator data order), so both sides of the benchmark see shuffled
 batches. The example loads batches through ``torchvision.datasets.MNIST`` and a ``DataLoader``;
-here the whole set is one tensor in memory and batches are index slices of a fresh permutation. The example publishes no accuracy figure; its logs print the test accuracy
-after each epoch.
+here the whole set is one tensor in memory and batches are index slices of a fresh permutation.
+The example publishes no accuracy figure; its logs print the test accuracy after each epoch.
 """
 
 from __future__ import annotations
