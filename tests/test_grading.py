@@ -33,7 +33,9 @@ from dlwb.release import release_notebook
 LAB = "lab90_toy"
 HIDDEN_MARK = "HIDDEN-CANARY-7f3a"  # appears only in the hidden tests
 SOLUTION_MARK = "SOLUTION-CANARY-91c2"  # appears only in the solutions
+RUBRIC_MARK = "RUBRIC-CANARY-40d8"  # appears only in the rubric
 BG_MARK = "dlwb-bg-marker-5521"
+AUTO_POINTS, WRITTEN_POINTS = 5.0, 2.0
 
 pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
 
@@ -61,15 +63,22 @@ def master_notebook():
         new_code_cell(f"### BEGIN HIDDEN TESTS\n# {HIDDEN_MARK}\nv = np.array([1.0, -2.0, 3.0])\n"
                       "assert abs(mean_sq(v) - 14.0 / 3) < 1e-9\n### END HIDDEN TESTS",
                       metadata=nbg(grade=True, points=3, grade_id="test_mean")),
+        new_markdown_cell("Why is the mean of squares never negative?", metadata=nbg(grade_id="written_sign_md")),
+        new_markdown_cell(f"### BEGIN SOLUTION\nEvery square is at least zero ({SOLUTION_MARK}).\n### END SOLUTION",
+                          metadata={**nbg(solution=True, grade=True, locked=False, points=2, grade_id="written_sign"),
+                                    "dlwb": {"rubric": f"2 points: squares are non-negative ({RUBRIC_MARK})."}}),
     ])
 
 
-def student_copy(double_body=None, mean_body=None, extra_cells=(), transform=None, prefix=""):
+def student_copy(double_body=None, mean_body=None, extra_cells=(), transform=None, prefix="", answer=None):
     """The released lab with the stubs replaced the way a student would.
 
-    ``prefix`` goes at the top of the first exercise cell (code outside exercise cells is not run).
+    ``prefix`` goes at the top of the first exercise cell (code outside exercise cells is not run);
+    ``answer`` replaces the written answer's ``YOUR ANSWER HERE``.
     """
     nb = release_notebook(master_notebook())
+    if answer is not None:
+        nb.cells[8].source = answer
     nb.cells[2].source = prefix + nb.cells[2].source
     stubs = "    # YOUR CODE HERE\n    raise NotImplementedError()"
     if double_body is not None:
@@ -257,7 +266,7 @@ def message(graded, student, test):
 
 def test_every_student_has_a_result_and_the_batch_finished(graded):
     expected = graded["class_size"]
-    assert all(row[1] == 5.0 for row in graded["rows"].values())  # max score from the master, always
+    assert all(row[1] == AUTO_POINTS + WRITTEN_POINTS for row in graded["rows"].values())  # the master's maximum
     assert graded["run"].errors == 0, "no submission may break the grader itself"
     assert len(graded["rows"]) == expected
 
@@ -390,15 +399,16 @@ def test_nothing_secret_reaches_feedback_or_gradebook(graded):
     texts += [str(r) for r in db.execute("SELECT * FROM grades")]
     db.close()
     for text in texts:
-        assert HIDDEN_MARK not in text and SOLUTION_MARK not in text
+        assert HIDDEN_MARK not in text and SOLUTION_MARK not in text and RUBRIC_MARK not in text
         assert "14.0 / 3" not in text and "np.arange(7.0)" not in text
 
 
 def test_csv_export(graded):
     with open(graded["out"] / f"{LAB}.csv", newline="") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
-    assert rows["correct"]["score"] == "5.0" and rows["partial"]["test_double"] == "2.0"
-    assert rows["partial"]["test_mean"] == "0.0"
+    assert rows["correct"]["total"] == "5.0" and rows["partial"]["test_double (max 2)"] == "2.0"
+    assert rows["partial"]["test_mean (max 3)"] == "0.0" and rows["correct"]["max"] == "7.0"
+    assert rows["correct"]["written_sign (max 2)"] == "0.0" and rows["correct"]["needs_review"] == "0"
 
 
 def test_regrading_is_idempotent(graded):

@@ -48,6 +48,15 @@ STUDENTS = {
         (3, nbformat.v4.new_code_cell("import numpy as np\nhelper = 2")),
         (5, nbformat.v4.new_code_cell("   \n"))]),
 }
+# The rest of a class of 50: quick students, each a variant of one above or with a written answer.
+CLASS_VARIANTS = (
+    lambda i: student_copy(GOOD_DOUBLE, GOOD_MEAN, answer=f"Every square is at least zero (student {i})."),
+    lambda i: student_copy(GOOD_DOUBLE, None, answer=f"<b>{i}</b>: squares are non-negative ~~~"),
+    lambda i: student_copy(None, GOOD_MEAN, answer="   "),
+    lambda i: STUDENTS["containers"],
+    lambda i: STUDENTS["extra_cells"],
+)
+STUDENTS |= {f"class_{i:02d}": CLASS_VARIANTS[i % len(CLASS_VARIANTS)](i) for i in range(50 - len(STUDENTS))}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +88,7 @@ def feedback_md(batch, student):
 
 def test_unencodable_text_from_a_submission_is_sanitised_and_the_batch_finishes(batch):
     assert batch["code"] == 0, batch["printed"]
-    assert set(batch["rows"]) == set(STUDENTS)
+    assert len(STUDENTS) >= 50 and set(batch["rows"]) == set(STUDENTS)  # one result per student of the class
     with open(batch["out"] / f"{LAB}.csv", newline="", encoding="utf-8") as f:
         assert {r["student"] for r in csv.DictReader(f)} == set(STUDENTS)
     for path in (batch["out"] / "feedback" / LAB).iterdir():
@@ -118,6 +127,14 @@ def test_a_student_whose_results_cannot_be_written_is_an_error_of_that_student_o
     assert rows == {"ann": 5.0, "bob": 5.0}  # ann's grade is recorded; only her feedback failed
     assert list((out / "feedback" / LAB).glob("bob-*.md")) and (out / f"{LAB}.csv").exists()
     assert not list((out / "feedback" / LAB).glob("ann-*"))
+
+
+def test_written_answers_of_a_class_await_review_or_are_not_attempted(batch):
+    statuses = {s: t["written_sign"][1] for s, t in batch["tests"].items()}
+    assert statuses["class_00"] == statuses["class_01"] == "needs review"
+    assert statuses["class_02"] == statuses["correct"] == "not attempted"
+    assert batch["rows"]["class_00"][0] == 5 and batch["rows"]["class_01"][0] == 2
+    assert "~~~~\n<b>1</b>: squares are non-negative ~~~\n~~~~" in feedback_md(batch, "class_01")
 
 
 def test_a_namedtuple_or_a_float_subclass_is_graded_as_its_value(batch):
@@ -205,7 +222,7 @@ def test_the_sandbox_reads_the_labs_data_and_set_up_failures_go_to_the_instructo
         code = main(["grade", str(subs), "--lab", LAB, "--solutions", str(solutions), "--out", str(out), "--quiet"])
     assert code == 0, printed.getvalue()
     correct = next((out / "feedback" / LAB).glob("correct-*.md")).read_text(encoding="utf-8")
-    assert "Score: 5 / 5" in correct and "raised" not in correct, correct
+    assert "Score: 5 / 7" in correct and "raised" not in correct, correct
     db = sqlite3.connect(out / "gradebook.sqlite")
     (seen,) = db.execute("SELECT t.message FROM test_results t JOIN submissions s ON s.id = t.submission_id "
                          "WHERE s.student_id = 'probe' AND t.grade_id = 'test_double'").fetchone()

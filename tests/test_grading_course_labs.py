@@ -1,4 +1,5 @@
-"""Every lab in solutions/ grades end to end: the master scores full marks, the untouched lab zero.
+"""Every lab in solutions/ grades end to end: the master scores every automatic point and its
+written answers await review; the untouched lab scores zero, every part not attempted.
 
 No lab-specific code: a new lab in solutions/ is covered as soon as it exists.
 """
@@ -13,7 +14,7 @@ import pytest
 from conftest import ROOT
 from dlwb.grading.grade import check_master, grade_lab
 from dlwb.grading.sandbox import Limits, isolation_prefix
-from dlwb.release import release_notebook
+from dlwb.release import is_written_answer, release_notebook
 
 MASTERS = sorted((ROOT / "solutions").glob("*.ipynb"))
 
@@ -27,6 +28,9 @@ def test_master_tests_are_gradable(master):
 @pytest.mark.parametrize("master", MASTERS, ids=[m.stem for m in MASTERS])
 def test_master_scores_full_and_untouched_lab_scores_zero(master, tmp_path):
     nb = nbformat.read(master, as_version=4)
+    graded = [c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    written = {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if is_written_answer(c)}
+    auto_points = sum(m["points"] for m in graded if m["grade_id"] not in written)
     subs = tmp_path / "submissions"
     for student, notebook in (("solution", nb), ("untouched", release_notebook(nb))):
         (subs / student).mkdir(parents=True)
@@ -35,12 +39,13 @@ def test_master_scores_full_and_untouched_lab_scores_zero(master, tmp_path):
                     limits=Limits(total_timeout_s=300), jobs=2, progress=False)
     assert run.errors == 0 and run.invalid == 0
     db = sqlite3.connect(tmp_path / "out" / "gradebook.sqlite")
-    scores = {s: (score, top) for s, score, top in db.execute("SELECT student_id, score, max_score FROM latest")}
-    failing = db.execute("SELECT t.grade_id, t.status, t.message FROM test_results t JOIN submissions s "
-                         "ON s.id = t.submission_id WHERE s.student_id = 'solution' AND t.status != 'passed'").fetchall()
-    statuses = {r[0] for r in db.execute("SELECT t.status FROM test_results t JOIN submissions s "
-                                         "ON s.id = t.submission_id WHERE s.student_id = 'untouched'")}
+    scores = {s: row for s, *row in db.execute("SELECT student_id, score, max_score, awaiting_review FROM latest")}
+    statuses = {(s, g): (status, message) for s, g, status, message in db.execute(
+        "SELECT student_id, grade_id, status, message FROM parts")}
     db.close()
-    assert scores["solution"][0] == scores["solution"][1] > 0, f"the master's own solution fails: {failing}"
+    expected = {gid: "needs review" if gid in written else "passed" for gid in (m["grade_id"] for m in graded)}
+    failing = {g: sm for (s, g), sm in statuses.items() if s == "solution" and sm[0] != expected[g]}
+    assert not failing, f"the master's own solution fails: {failing}"
+    assert scores["solution"] == [auto_points, sum(m["points"] for m in graded), len(written)] and auto_points > 0
     assert scores["untouched"][0] == 0
-    assert statuses == {"not attempted"}
+    assert {sm[0] for (s, _), sm in statuses.items() if s == "untouched"} == {"not attempted"}

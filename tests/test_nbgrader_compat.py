@@ -1,8 +1,9 @@
 """Our lab format is nbgrader's: its own preprocessors make the same student copy as ours.
 
 nbgrader's ClearSolutions + ClearHiddenTests (the reference implementation of the markers)
-must produce, cell for cell, the sources that `python -m dlwb release` produces, and
-nbgrader must accept our cell metadata.
+must produce, cell for cell, the sources that `python -m dlwb release` produces (written
+answers, Markdown solution cells, included), its LockCells must leave the same cells
+editable, and nbgrader must accept our cell metadata.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 
 import nbformat
 import pytest
-from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
+from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions, LockCells
 from nbgrader.utils import is_grade, is_solution
 
 from conftest import ROOT
@@ -24,7 +25,8 @@ MASTERS = sorted((ROOT / "solutions").glob("*.ipynb"))
 def by_nbgrader(nb):
     nb = copy.deepcopy(nb)
     nb, resources = ClearSolutions().preprocess(nb, {})
-    nb, _ = ClearHiddenTests().preprocess(nb, resources)
+    nb, resources = ClearHiddenTests().preprocess(nb, resources)
+    nb, _ = LockCells().preprocess(nb, resources)
     return nb
 
 
@@ -33,6 +35,7 @@ def assert_same_release(nb):
     assert len(theirs.cells) == len(ours.cells)
     for i, (a, b) in enumerate(zip(theirs.cells, ours.cells)):
         assert a.source == b.source, f"cell {i} differs from nbgrader's release"
+        assert a.metadata.get("editable", True) == b.metadata.get("editable", True), f"cell {i}: editable differs"
     assert [is_solution(c) for c in nb.cells] == [bool(c.metadata.get("nbgrader", {}).get("solution")) for c in nb.cells]
     assert [is_grade(c) for c in nb.cells] == [bool(c.metadata.get("nbgrader", {}).get("grade")) for c in nb.cells]
 

@@ -34,6 +34,17 @@ assert np.allclose(softmax(np.array([1000.0, 1000.0])), 0.5)
 ### END HIDDEN TESTS'''
 
 
+MODEL_ANSWER = "Subtracting the maximum keeps `exp` from overflowing;\nthe result is unchanged."
+RUBRIC = "1 point: overflow of exp named.\n1 point: says the softmax does not change."
+
+
+def written_answer(model_answer=MODEL_ANSWER, rubric=RUBRIC, points=2, grade_id="written_stability"):
+    """nbgrader's manually graded answer: a Markdown solution cell that is also graded."""
+    meta = nbg(solution=True, grade=True, points=points, grade_id=grade_id)
+    meta["dlwb"] = {"rubric": rubric}
+    return new_markdown_cell(f"{release.BEGIN_SOLUTION}\n{model_answer}\n{release.END_SOLUTION}", metadata=meta)
+
+
 def master():
     return new_notebook(cells=[
         new_markdown_cell("# Lab\nIntro", metadata=nbg(locked=True, grade_id="intro")),
@@ -41,6 +52,8 @@ def master():
         new_code_cell(EXERCISE, metadata=nbg(solution=True, grade_id="ex_softmax")),
         new_code_cell(TEST, metadata=nbg(grade=True, locked=True, points=2, grade_id="test_softmax"),
                       outputs=[new_output("stream", name="stdout", text="forged\n")], execution_count=7),
+        new_markdown_cell("Why subtract the maximum?", metadata=nbg(locked=True, grade_id="written_stability_md")),
+        written_answer(),
     ])
 
 
@@ -62,6 +75,22 @@ def test_markdown_solution_block():
     assert release.clear_solutions(nb).cells[0].source == "Why?\nYOUR ANSWER HERE"
 
 
+def test_written_answer_is_released_as_an_editable_stub_without_its_rubric():
+    nb = release.release_notebook(master())
+    answer = nb.cells[5]
+    assert answer.source == release.MARKDOWN_STUB and answer.cell_type == "markdown"
+    assert "dlwb" not in answer.metadata and answer.metadata["nbgrader"]["points"] == 2
+    assert "editable" not in answer.metadata and answer.metadata["deletable"] is False
+
+
+def test_rubric_pass_keeps_other_cell_metadata():
+    nb = master()
+    nb.cells[5].metadata["dlwb"]["note"] = "kept"
+    nb = release.clear_rubrics(nb)
+    assert nb.cells[5].metadata["dlwb"] == {"note": "kept"}
+    assert "dlwb" not in release.clear_rubrics(master()).cells[5].metadata
+
+
 def test_hidden_tests_are_removed_and_visible_ones_kept():
     source = release.clear_hidden_tests(master()).cells[3].source
     assert source == "assert softmax(np.zeros(3)).shape == (3,)"
@@ -79,7 +108,7 @@ def test_outputs_and_run_metadata_are_cleared():
 def test_read_only_cells_are_locked_for_jupyterlab():
     nb = release.lock_cells(master())
     locked = [c.metadata.get("editable") is False and c.metadata.get("deletable") is False for c in nb.cells]
-    assert locked == [True, False, False, True]
+    assert locked == [True, False, False, True, True, False]  # the written answer (solution + grade) stays editable
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
@@ -92,6 +121,12 @@ def test_read_only_cells_are_locked_for_jupyterlab():
     (lambda nb: nb.cells[3].metadata["nbgrader"].pop("points"), "needs numeric 'points'"),
     (lambda nb: nb.cells[2].metadata["nbgrader"].update(solution=False), "not nbgrader metadata 'solution'"),
     (lambda nb: setattr(nb.cells[2], "source", "def f():\n    return 1"), "without '### BEGIN SOLUTION'"),
+    (lambda nb: nb.cells.__setitem__(5, new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION",
+                                                      metadata=nb.cells[5].metadata)), "must be a Markdown cell"),
+    (lambda nb: setattr(nb.cells[5], "source", "Because."), "model answer between"),
+    (lambda nb: nb.cells[5].metadata["nbgrader"].pop("points"), "needs numeric 'points'"),
+    (lambda nb: nb.cells[5].metadata.pop("dlwb"), "needs a marking rubric"),
+    (lambda nb: nb.cells[5].metadata["dlwb"].update(rubric="  "), "needs a marking rubric"),
 ])
 def test_malformed_masters_are_rejected_with_the_cell_named(mutate, message):
     nb = master()
@@ -110,9 +145,34 @@ def test_release_does_not_modify_the_master():
 
 def test_a_pass_that_lets_a_solution_through_is_caught(monkeypatch):
     monkeypatch.setattr(release, "PASSES", (release.validate_master, release.clear_hidden_tests))
+    nb = master()
+    del nb.cells[4:]  # only the code exercise
     with pytest.raises(ReleaseError, match="would reveal") as err:
-        release.release_notebook(master())
+        release.release_notebook(nb)
     assert "np.exp" in str(err.value)
+
+
+@pytest.mark.parametrize(("passes", "leaked"), [
+    ((release.clear_solutions, release.clear_hidden_tests), "1 point: overflow of exp named."),
+    ((release.clear_hidden_tests, release.clear_rubrics), "Subtracting the maximum keeps `exp` from overflowing;"),
+])
+def test_a_pass_that_lets_a_rubric_or_a_model_answer_through_is_caught(monkeypatch, passes, leaked):
+    monkeypatch.setattr(release, "PASSES", passes)
+    with pytest.raises(ReleaseError, match="would reveal"):
+        release.release_notebook(master())
+    nb = master()
+    for step in passes:
+        nb = step(nb)
+    assert leaked in release.find_leaks(master(), nb)
+
+
+def test_a_rubric_moved_to_other_metadata_or_into_a_cell_is_a_leak():
+    nb = master()
+    released = release.release_notebook(nb)
+    released.cells[0].metadata["comment"] = {"text": ["1 point: overflow of exp named."]}
+    released.cells[4].source += "\n1 point: says the softmax does not change."
+    assert release.find_leaks(nb, released) == ["1 point: overflow of exp named.",
+                                                "1 point: says the softmax does not change."]
 
 
 def test_leak_check_ignores_lines_the_master_shows_anyway():

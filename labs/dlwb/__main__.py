@@ -2,6 +2,8 @@
 
     python -m dlwb release [--check]                 generate labs/ from solutions/
     python -m dlwb grade SUBMISSIONS --lab NAME      grade a folder or zip of submissions
+    python -m dlwb review [--out gradebook] [--lab NAME] [--port 0]
+                                                     mark written answers in the browser (127.0.0.1 only)
     python -m dlwb lecture [--smoke] [--only NAME ...] [--out build/lecture]
                                                      run the chapters, write HTML, slides and run times
     python -m dlwb lecture --tag-slides NOTEBOOK ...  write the slide metadata of chapters
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from pathlib import Path
@@ -41,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--allow-unisolated", action="store_true",
                        help="grade even where student code cannot be isolated (trusted submissions only)")
     grade.add_argument("--quiet", action="store_true", help="no progress bar")
+    review = commands.add_parser("review", help="mark written answers in a local web page")
+    review.add_argument("--out", type=Path, default=COURSE_ROOT / "gradebook", help="the folder `grade --out` wrote")
+    review.add_argument("--solutions", type=Path, default=COURSE_ROOT / "solutions", help="master notebooks")
+    review.add_argument("--lab", help="only this lab's answers")
+    review.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    review.add_argument("--reviewer", default=getpass.getuser(), help="your name, saved with each review")
     lecture = commands.add_parser("lecture", help="run the chapters; write executed HTML, slides and run times")
     lecture.add_argument("--smoke", action="store_true", help="the small settings of metadata.dlwb.smoke")
     lecture.add_argument("--only", nargs="+", default=(), metavar="NAME",
@@ -55,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return _grade(args)
     if args.command == "lecture":
         return _lecture(args)
+    if args.command == "review":
+        return _review(args)
 
     from dlwb.release import ReleaseError, release_all
 
@@ -85,6 +96,26 @@ def _lecture(args) -> int:
     runs = lecture.build(paths, args.out, smoke=args.smoke, timeout_s=args.timeout)
     print(f"\n{lecture.run_times_table(runs)}\npages and slides in {args.out}/ (run times: {args.out}/run_times.md)")
     return 1 if any(r.error for r in runs) else 0
+
+
+def _review(args) -> int:
+    from dlwb.grading.review import ReviewApp, make_server
+
+    try:
+        app = ReviewApp(args.out, args.solutions, args.lab, args.reviewer)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    server = make_server(app, args.port)
+    print(f"review written answers at http://127.0.0.1:{server.server_address[1]}/?token={app.token}\n"
+          "(Ctrl-C stops the server)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _grade(args) -> int:

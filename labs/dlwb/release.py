@@ -6,11 +6,15 @@ alone (as nbgrader's converters are lists of preprocessors):
 1. :func:`validate_master`   markers balanced, ``grade_id`` unique, graded cells have points;
 2. :func:`clear_solutions`   ``### BEGIN SOLUTION`` … ``### END SOLUTION`` → stub that raises;
 3. :func:`clear_hidden_tests` ``### BEGIN HIDDEN TESTS`` … ``### END HIDDEN TESTS`` → removed;
-4. :func:`clear_outputs`     outputs, execution counts and run metadata dropped;
-5. :func:`lock_cells`        read-only cells marked non-editable, non-deletable for JupyterLab.
+4. :func:`clear_rubrics`     the marking rubric of each written answer (``metadata.dlwb.rubric``) removed;
+5. :func:`clear_outputs`     outputs, execution counts and run metadata dropped;
+6. :func:`lock_cells`        read-only cells marked non-editable, non-deletable for JupyterLab.
 
-:func:`find_leaks` then checks that no solution or hidden-test line survived. The command
-line is ``python -m dlwb release [--check]``.
+A written answer is nbgrader's "manually graded answer": a Markdown cell that is both a
+solution and a graded cell (see :func:`is_written_answer`); the student gets it as
+``YOUR ANSWER HERE``, editable, and an instructor marks it against its rubric.
+:func:`find_leaks` then checks that no solution, hidden-test or rubric line survived. The
+command line is ``python -m dlwb release [--check]``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ RUN_METADATA = ("execution", "papermill", "collapsed", "scrolled", "ExecuteTime"
 
 class ReleaseError(ValueError):
     """A master notebook is malformed; the message names the notebook cell and the fix."""
+
+
+def is_written_answer(cell) -> bool:
+    """A cell the student answers in prose and an instructor marks (nbgrader: solution and grade)."""
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("solution") and meta.get("grade"))
+
+
+def rubric(cell) -> str | None:
+    """The marking rubric of a written answer (Markdown), kept in ``metadata.dlwb.rubric`` of the master."""
+    value = cell.metadata.get("dlwb", {}).get("rubric")
+    return value if isinstance(value, str) else None
 
 
 def _cell_name(index: int, cell) -> str:
@@ -73,12 +89,26 @@ def validate_master(nb):
             raise ReleaseError(f"{where}: is a solution cell without '{BEGIN_SOLUTION}' markers")
         if meta.get("grade") and not isinstance(meta.get("points"), (int, float)):
             raise ReleaseError(f"{where}: a graded cell needs numeric 'points' in its nbgrader metadata")
+        if is_written_answer(cell):
+            _validate_written_answer(cell, where, solution_blocks)
         grade_id = meta.get("grade_id")
         if grade_id is not None:
             if grade_id in seen:
                 raise ReleaseError(f"{where}: grade_id {grade_id!r} is already used by cell {seen[grade_id]}")
             seen[grade_id] = i
     return nb
+
+
+def _validate_written_answer(cell, where: str, solution_blocks: list[tuple[int, int]]) -> None:
+    if cell.cell_type != "markdown":
+        raise ReleaseError(f"{where}: a cell with both 'solution' and 'grade' is a written answer and must be a "
+                           "Markdown cell; for code the student writes, use an exercise cell and a graded test cell")
+    if not solution_blocks:
+        raise ReleaseError(f"{where}: a written answer needs its model answer between '{BEGIN_SOLUTION}' and "
+                           f"'{END_SOLUTION}' lines")
+    if not (rubric(cell) or "").strip():
+        raise ReleaseError(f"{where}: a written answer needs a marking rubric: metadata.dlwb.rubric, Markdown "
+                           "saying what earns each point")
 
 
 def _replace_blocks(source: str, blocks: list[tuple[int, int]], stub: Callable[[str], list[str]]) -> str:
@@ -116,6 +146,17 @@ def clear_hidden_tests(nb):
     return nb
 
 
+def clear_rubrics(nb):
+    """Remove each written answer's rubric (``metadata.dlwb.rubric``); an emptied ``dlwb`` goes too."""
+    for cell in nb.cells:
+        extra = cell.metadata.get("dlwb")
+        if isinstance(extra, dict) and "rubric" in extra:
+            del extra["rubric"]
+            if not extra:
+                del cell.metadata["dlwb"]
+    return nb
+
+
 def clear_outputs(nb):
     """Drop outputs, execution counts and the metadata that execution leaves behind."""
     for cell in nb.cells:
@@ -129,30 +170,52 @@ def clear_outputs(nb):
 
 
 def lock_cells(nb):
-    """Mark cells that are not the student's to edit as read-only in JupyterLab."""
+    """Mark cells that are not the student's to edit as read-only in JupyterLab.
+
+    As nbgrader's ``LockCells``: a graded cell is locked unless it is also a solution cell
+    (a written answer), which stays editable and only cannot be deleted.
+    """
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
-        if meta.get("locked") or meta.get("grade"):
+        if is_written_answer(cell):
+            cell.metadata["deletable"] = False
+        elif meta.get("locked") or meta.get("grade"):
             cell.metadata["editable"] = False
             cell.metadata["deletable"] = False
     return nb
 
 
-PASSES = (validate_master, clear_solutions, clear_hidden_tests, clear_outputs, lock_cells)
+PASSES = (validate_master, clear_solutions, clear_hidden_tests, clear_rubrics, clear_outputs, lock_cells)
 
 
-def _meaningful(line: str) -> bool:
+def _meaningful(line: str, cell_type: str) -> bool:
+    """Whether a line is specific enough to count as a leak (in code, not a comment or a lone ``return``)."""
     stripped = line.strip()
+    if cell_type == "markdown":
+        return bool(stripped) and stripped not in (BEGIN_SOLUTION, END_SOLUTION)
     return bool(stripped) and not stripped.startswith("#") and stripped not in {"pass", "return", ")", "]", "}"}
 
 
+def _texts(value):
+    """Every string inside a cell's metadata (rubrics are the secret that lives there)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
 def find_leaks(master, release) -> list[str]:
-    """Lines of solution or hidden-test blocks that appear in the release.
+    """Lines of solution blocks, hidden-test blocks or rubrics that appear in the release.
 
     A line counts only if the master does not also have it outside the marked blocks
-    (a ``return`` that is part of the given code is not a leak).
+    (a ``return`` that is part of the given code is not a leak). The release's sources and
+    every string of its cell metadata are searched.
     """
-    marked, unmarked = set(), set()
+    secret, unmarked = set(), set()
     for i, cell in enumerate(master.cells):
         lines = cell.source.splitlines()
         inside = [False] * len(lines)
@@ -161,9 +224,14 @@ def find_leaks(master, release) -> list[str]:
             for j in range(begin, end + 1):
                 inside[j] = True
         for line, is_inside in zip(lines, inside):
-            (marked if is_inside else unmarked).add(line.strip())
-    secret = {line for line in marked - unmarked if _meaningful(line)}
-    return sorted({line.strip() for cell in release.cells for line in cell.source.splitlines()} & secret)
+            if not is_inside:
+                unmarked.add(line.strip())
+            elif _meaningful(line, cell.cell_type):
+                secret.add(line.strip())
+        secret |= {line.strip() for line in (rubric(cell) or "").splitlines() if _meaningful(line, "markdown")}
+    released = {line.strip() for cell in release.cells
+                for text in (cell.source, *_texts(dict(cell.metadata))) for line in text.splitlines()}
+    return sorted(released & (secret - unmarked))
 
 
 def release_notebook(master):
@@ -173,7 +241,8 @@ def release_notebook(master):
         nb = step(nb)
     leaks = find_leaks(master, nb)
     if leaks:
-        raise ReleaseError(f"the release would reveal {len(leaks)} line(s) of solutions or hidden tests: {leaks[:3]}")
+        raise ReleaseError(f"the release would reveal {len(leaks)} line(s) of solutions, hidden tests or rubrics: "
+                           f"{leaks[:3]}")
     return nb
 
 

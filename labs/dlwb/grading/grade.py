@@ -23,7 +23,7 @@ import nbformat
 from tqdm.auto import tqdm
 
 from dlwb.download import MANIFEST_PATH, cache_dir, data_dirs
-from dlwb.grading import feedback
+from dlwb.grading import feedback, written
 from dlwb.grading.collect import Submission, collect
 from dlwb.grading.gradebook import Gradebook
 from dlwb.grading.notebook import SubmissionError, build_program, read_submission
@@ -35,10 +35,14 @@ GRADER_GRACE_S = 60.0  # on top of the sandbox's own limits, before a grader pro
 
 
 def _result(status: str, message: str, tests: list[dict], notes: list[str], output: str = "",
-            lab_problems: list[str] = ()) -> dict:
-    """One submission's outcome. ``lab_problems`` are for the instructor (never in feedback)."""
+            lab_problems: list[str] = (), answers: dict[str, str] | None = None) -> dict:
+    """One submission's outcome. ``lab_problems`` are for the instructor (never in feedback).
+
+    ``tests`` holds the automatic tests and the written answers (0 points until reviewed);
+    ``answers`` maps each written answer's ``grade_id`` to the student's text.
+    """
     return {"status": status, "message": message, "tests": tests, "notes": notes, "output": output,
-            "lab_problems": list(lab_problems),
+            "lab_problems": list(lab_problems), "answers": answers or {},
             "score": sum(t["points"] for t in tests), "max_score": sum(t["max_points"] for t in tests)}
 
 
@@ -46,7 +50,7 @@ def _ungraded(master, status: str, message: str) -> dict:
     tests = [{"grade_id": c.metadata["nbgrader"]["grade_id"], "points": 0.0,
               "max_points": float(c.metadata["nbgrader"].get("points", 0)), "status": status, "message": message,
               "seconds": 0.0}
-             for c in master.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+             for c in master.cells if c.metadata.get("nbgrader", {}).get("grade")]
     return _result(status, message, tests, [])
 
 
@@ -113,6 +117,7 @@ def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits:
         program = build_program(master, submission)
     except SubmissionError as err:
         return _ungraded(master, "invalid", str(err))
+    answers = {w["grade_id"]: w["answer"] for w in program.written}
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workspace))
 
     def make_sandbox(deadline: float) -> Sandbox:
@@ -136,7 +141,8 @@ def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits:
         shutil.rmtree(workdir, ignore_errors=True)
     if report.died:
         events.append(f"your program {report.died}; tests that needed it could not run")
-    return _result("graded", "; ".join(events), [asdict(t) for t in tests], notes, output, lab_problems)
+    return _result("graded", "; ".join(events), [*map(asdict, tests), *written.results(program.written)], notes,
+                   output, lab_problems, answers)
 
 
 def check_master(master, path: Path) -> None:
@@ -163,11 +169,20 @@ class LabRun:
     summary: Path  # the instructor's summary (the text of :func:`summary`)
     problems: list[str]  # files skipped or merged, grader errors, results that could not be stored
     lab_problems: dict[str, list[str]]  # a cell of the lab failing in grading -> the students it failed for
+    awaiting_review: int = 0  # written answers of the latest submissions that no instructor has marked yet
+    awaiting_points: float = 0.0  # the points they are worth
 
 
 def _slug(student: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", student).strip("._") or "student"
     return f"{slug}-{hashlib.sha256(student.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
+def write_feedback(out: Path, book: Gradebook, submission_id: int) -> Path:
+    """(Re)write a student's feedback from the gradebook, reviews of written answers included."""
+    result = book.result(submission_id)
+    return feedback.write(out / "feedback" / result["lab"], _slug(result["student"]), result["student"],
+                          result["lab"], result)
 
 
 def lab_data() -> list[Path]:
@@ -180,6 +195,10 @@ def summary(run: LabRun) -> str:
     lines = [f"# {run.lab}: grading summary", "",
              f"{run.graded} graded, {run.invalid} invalid, {run.errors} grader errors in {run.seconds:.1f} s", "",
              f"- gradebook {run.gradebook}", f"- feedback  {run.feedback}/", f"- grades    {run.csv}", ""]
+    if run.awaiting_review:
+        lines += [f"{run.awaiting_review} written answer(s) ({run.awaiting_points:g} points) await review; the "
+                  "scores above do not count them yet. Mark them with "
+                  f"`python -m dlwb review --out {run.gradebook.parent} --lab {run.lab}`.", ""]
     if run.lab_problems:
         lines += ["## Cells of the lab that failed in grading (not shown to students)", "",
                   "The sandbox has no network and reads only Python, dlwb and the lab's data; a cell that "
@@ -221,8 +240,9 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
                 result["notes"].append(f"{len(others) + 1} files were found for you; the latest by file time, "
                                        f"{sub.origin}, was graded (not {', '.join(others)})")
             try:
-                book.record(lab=lab, max_points=max_points, master_sha256=master_sha, submission=sub, result=result)
-                feedback.write(out / "feedback" / lab, _slug(student), student, lab, result)
+                sid = book.record(lab=lab, max_points=max_points, master_sha256=master_sha, submission=sub,
+                                  result=result)
+                write_feedback(out, book, sid)
             except Exception as err:  # noqa: BLE001 — one student's output failing is that student's error
                 problems.append(f"{student}: the grader could not store this student's results "
                                 f"({type(err).__name__}: {err}); grade them again once that is fixed")
@@ -235,12 +255,14 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
                 lab_problems.setdefault(problem, []).append(student)
         csv_path = out / f"{lab}.csv"
         book.export_csv(lab, csv_path)
+        awaiting = book.db.execute("SELECT COALESCE(SUM(awaiting_review), 0), COALESCE(SUM(awaiting_points), 0) "
+                                   "FROM latest WHERE lab = ?", (lab,)).fetchone()
     finally:
         book.close()
         shutil.rmtree(workspace, ignore_errors=True)
     run = LabRun(lab, counts["graded"], counts["invalid"], counts["error"], time.perf_counter() - start,
                  out / "gradebook.sqlite", out / "feedback" / lab, csv_path, out / f"{lab}-summary.md", problems,
-                 lab_problems)
+                 lab_problems, *awaiting)
     run.summary.write_text(summary(run), encoding="utf-8")
     return run
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from dlwb.release import release_notebook
+from dlwb.grading import written
+from dlwb.release import is_written_answer, release_notebook
 
 MAX_NOTEBOOK_BYTES = 100 << 20
 
@@ -65,6 +66,7 @@ class Program:
     cells: list[dict]  # {"index", "source", "grade_id"} in notebook order, for the worker
     tests: list[dict]  # {"index", "grade_id", "points", "source"} graded cells of the master
     exercises: dict[int, str]  # cell index -> grade_id of each exercise cell
+    written: list[dict] = field(default_factory=list)  # {"index", "grade_id", "points", "answer"}: prose to review
     notes: list[str] = field(default_factory=list)  # what was restored or ignored, for feedback
 
 
@@ -106,12 +108,14 @@ def build_program(master, submission) -> Program:
     a cell); a missing exercise becomes the released stub, so it grades as "not attempted".
     Code the student added or changed outside the exercises is not run; the notes say which.
     Test cells never go to the sandbox: their sources (hidden tests included) stay here.
+    Written answers are taken as text (the first cell with their ``grade_id``, whatever its type).
     """
+    written_ids = {grade_id(c) for c in master.cells if is_written_answer(c)}
     student: dict[str, str] = {}
     duplicates = set()
     for cell in submission.cells:
         gid = grade_id(cell)
-        if gid is None or cell.get("cell_type") != "code":
+        if gid is None or (cell.get("cell_type") != "code" and gid not in written_ids):
             continue
         if gid in student:
             duplicates.add(gid)
@@ -126,10 +130,17 @@ def build_program(master, submission) -> Program:
             "notebook. Submit the lab notebook you were given, with its cells kept (you may add code inside them)."
         )
     program = Program(cells=[], tests=[], exercises={})
-    program.notes += [f"exercise cell {gid} appears more than once; the first copy was graded"
-                      for gid in sorted(duplicates)]
+    program.notes += [f"{'written answer' if gid in written_ids else 'exercise cell'} {gid} appears more than "
+                      "once; the first copy was graded" for gid in sorted(duplicates)]
     program.notes += _ignored_cells(master, released, submission, exercise_ids)
     for index, (cell, public) in enumerate(zip(master.cells, released.cells)):
+        if is_written_answer(cell):
+            gid = grade_id(cell)
+            answer, notes = written.answer_text(student.get(gid, ""), gid)
+            program.written.append({"index": index, "grade_id": gid, "answer": answer,
+                                    "points": float(cell.metadata["nbgrader"]["points"])})
+            program.notes += notes
+            continue
         if cell.cell_type != "code":
             continue
         meta = cell.metadata.get("nbgrader", {})
