@@ -4,7 +4,9 @@ The toy lab of ``test_grading`` (``double`` worth 2 points, ``mean_sq`` worth 3)
 graded once with ``python -m dlwb grade`` run in this process, holds students whose
 submissions broke whole batches before: text the grader could not write, containers that
 are not exactly ``tuple`` or ``dict``, endless loops in a cell and in a call, malformed
-messages from the sandbox, and cells added outside the exercises.
+messages from the sandbox, and cells added outside the exercises. The class arrives as an
+instructor's Mac makes it: one zip from Finder's "Compress", with its ``__MACOSX/`` folder,
+``._`` files and ``.DS_Store``, a linked file, and a student folder named in Chinese.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import csv
 import io
 import os
 import sqlite3
+import zipfile
 
 import nbformat
 import pytest
@@ -26,6 +29,7 @@ from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, master_notebook, student_c
 pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
 
 SURROGATE_TEXT = "b'caf\\xe9'.decode('utf-8', 'surrogateescape')"  # 'caf\udce9': not encodable as UTF-8
+LONE_SURROGATE = "@lone-surrogate@"  # written into the notebook's JSON as the escape \\udce9
 
 STUDENTS = {
     # Sorted first, so a batch that stops at this student leaves everyone else without feedback.
@@ -47,6 +51,9 @@ STUDENTS = {
     "extra_cells": student_copy(GOOD_DOUBLE, GOOD_MEAN, extra_cells=[
         (3, nbformat.v4.new_code_cell("import numpy as np\nhelper = 2")),
         (5, nbformat.v4.new_code_cell("   \n"))]),
+    # A written answer holding a lone surrogate: valid JSON (an escape), but no UTF-8 can encode it.
+    "written_surrogate": student_copy(GOOD_DOUBLE, GOOD_MEAN, answer=f"Squares are never negative, caf{LONE_SURROGATE}."),
+    "张伟": student_copy(GOOD_DOUBLE, GOOD_MEAN, answer="平方总是非负的。"),
 }
 # The rest of a class of 50: quick students, each a variant of one above or with a written answer.
 CLASS_VARIANTS = (
@@ -59,31 +66,43 @@ CLASS_VARIANTS = (
 STUDENTS |= {f"class_{i:02d}": CLASS_VARIANTS[i % len(CLASS_VARIANTS)](i) for i in range(50 - len(STUDENTS))}
 
 
+def finder_zip(path, notebooks):
+    """``path`` as Finder's "Compress" makes it of a folder ``class/``, with one linked notebook."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("class/", "")
+        for name, nb in notebooks.items():
+            text = nbformat.writes(nb).replace(LONE_SURROGATE, "\\udce9")
+            zf.writestr(f"class/{name}/{LAB}.ipynb", text.encode("utf-8"))
+            zf.writestr(f"__MACOSX/class/{name}/._{LAB}.ipynb", b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+        zf.writestr("class/.DS_Store", b"\x00\x00\x00\x01Bud1")
+        link = zipfile.ZipInfo(f"class/linked/{LAB}.ipynb")
+        link.create_system, link.external_attr = 3, 0o120777 << 16  # a Unix symbolic link
+        zf.writestr(link, f"../correct/{LAB}.ipynb")
+    return path
+
+
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    solutions, subs, out = root / "solutions", root / "submissions", root / "out"
+    solutions, out = root / "solutions", root / "out"
     solutions.mkdir()
     nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
-    for name, nb in STUDENTS.items():
-        (subs / name).mkdir(parents=True)
-        nbformat.write(nb, subs / name / f"{LAB}.ipynb")
-    (subs / "linked").mkdir()
-    os.symlink(subs / "correct" / f"{LAB}.ipynb", subs / "linked" / f"{LAB}.ipynb")
+    archive = finder_zip(root / "class.zip", STUDENTS)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["grade", str(subs), "--lab", LAB, "--solutions", str(solutions), "--out", str(out),
+        code = main(["grade", str(archive), "--lab", LAB, "--solutions", str(solutions), "--out", str(out),
                      "--jobs", "2", "--quiet", "--cell-timeout", "4", "--call-timeout", "4"])
     db = sqlite3.connect(out / "gradebook.sqlite")
     rows = {r[0]: r[1:] for r in db.execute("SELECT student_id, score, status, message FROM latest")}
     tests = results_by_student(db)
     db.close()
-    return {"code": code, "printed": printed.getvalue(), "rows": rows, "tests": tests, "out": out, "subs": subs}
+    return {"code": code, "printed": printed.getvalue(), "rows": rows, "tests": tests, "out": out}
 
 
 def feedback_md(batch, student):
-    (path,) = (batch["out"] / "feedback" / LAB).glob(f"{student}-*.md")
-    return path.read_text(encoding="utf-8")
+    from dlwb.grading.grade import _slug  # ASCII file names: a name in any script is kept inside, hashed outside
+
+    return (batch["out"] / "feedback" / LAB / f"{_slug(student)}.md").read_text(encoding="utf-8")
 
 
 def test_unencodable_text_from_a_submission_is_sanitised_and_the_batch_finishes(batch):
@@ -252,8 +271,22 @@ def test_cells_a_student_added_are_named_as_not_run(batch):
 
 def test_files_skipped_are_in_the_summary(batch):
     summary = (batch["out"] / f"{LAB}-summary.md").read_text(encoding="utf-8")
-    assert f"linked/{LAB}.ipynb: a symbolic link" in summary
-    assert f"linked/{LAB}.ipynb: a symbolic link" in batch["printed"]
+    for line in (f"class/linked/{LAB}.ipynb: unsafe path or link in the zip; skipped",
+                 f"class.zip: {len(STUDENTS)} macOS metadata entries (__MACOSX/, ._*) ignored"):
+        assert line in summary and line in batch["printed"], summary
+
+
+def test_a_finder_zip_keeps_every_student_and_their_names(batch):
+    assert set(batch["rows"]) == set(STUDENTS)  # neither "class" nor "__MACOSX" became a student
+    assert batch["rows"]["张伟"][0] == 5
+    assert batch["tests"]["张伟"]["written_sign"][1] == "needs review"
+    assert "平方总是非负的。" in feedback_md(batch, "张伟")
+
+
+def test_a_written_answer_with_a_lone_surrogate_awaits_review_with_its_text_kept(batch):
+    assert batch["rows"]["written_surrogate"][0] == 5
+    assert batch["tests"]["written_surrogate"]["written_sign"][1] == "needs review"
+    assert "Squares are never negative, caf\ufffd." in feedback_md(batch, "written_surrogate")
 
 
 def test_a_forged_event_for_a_cell_it_was_not_given_is_the_students_error(tmp_path):
