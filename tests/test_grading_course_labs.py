@@ -49,3 +49,19 @@ def test_master_scores_full_and_untouched_lab_scores_zero(master, tmp_path):
     assert scores["solution"] == [auto_points, sum(m["points"] for m in graded), len(written)] and auto_points > 0
     assert scores["untouched"][0] == 0
     assert {sm[0] for (s, _), sm in statuses.items() if s == "untouched"} == {"not attempted"}
+
+
+def test_a_demo_that_uses_what_a_self_check_returned_is_not_run_by_the_grader():
+    """A demo cell that plots the model a self-check trained uses no exercise name, yet needs student code."""
+    from dlwb.grading.runner import student_code_cells, trusted_setup
+    from test_grading import master_notebook
+
+    nb = master_notebook()
+    check = nb.cells.index(next(c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] == "check_double"))
+    nb.cells.insert(check + 1, nbformat.v4.new_code_cell("doubled = double([1.0, 2.0])  # runs the student's code"))
+    nb.cells.insert(check + 2, nbformat.v4.new_code_cell("print(doubled.sum())  # uses only its result"))
+    nb.cells.insert(check + 3, nbformat.v4.new_code_cell("doubled = [0.0]\nprint(sum(doubled))  # set up again"))
+    cells = student_code_cells(nb)
+    assert {check + 1, check + 2} <= cells and check + 3 not in cells
+    assert "print(doubled.sum())" not in trusted_setup(nb) and "print(sum(doubled))" in trusted_setup(nb)
+    check_master(nb, ROOT / "solutions" / "lab90_toy.ipynb")

@@ -119,14 +119,42 @@ def _is_instructor_cell(cell) -> bool:
     return cell.cell_type == "code" and not meta.get("solution") and not meta.get("grade")
 
 
-def student_code_cells(master) -> set[int]:
-    """Indices of the master's code cells that use a name an exercise defines.
+def _top_level(source: str, ctx) -> set[str]:
+    """Names the cell's own statements load or store (``ctx``), not those inside the functions it defines."""
+    names, todo = set(), list(ast.parse(source).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            if ctx is ast.Store and not isinstance(node, ast.Lambda):
+                names.add(node.name)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ctx):
+            names.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
 
-    Among the instructor's cells these are the self-checks and demos: they run the student's
-    code. The others are set-up, which the grader may run itself.
+
+def student_code_cells(master) -> set[int]:
+    """Indices of the master's code cells that use a name an exercise defines, or a result of such a cell.
+
+    Among the instructor's cells these are the self-checks and demos: they run the student's code,
+    or use what it returned (a demo that plots the model a self-check trained). The others are
+    set-up, which the grader may run itself.
     """
     students = student_names(master)
-    return {i for i, cell in enumerate(master.cells) if cell.cell_type == "code" and used_names(cell.source) & students}
+    results: set[str] = set()  # names bound, so far in notebook order, by instructor cells that use student code
+    cells = set()
+    for i, cell in enumerate(master.cells):
+        if cell.cell_type != "code":
+            continue
+        binds = _top_level(cell.source, ast.Store)
+        if used_names(cell.source) & students or (_top_level(cell.source, ast.Load) - binds) & results:
+            cells.add(i)
+            if _is_instructor_cell(cell):
+                results |= binds
+        else:
+            results -= binds  # set up again by the instructor's own code
+    return cells
 
 
 def trusted_setup(master) -> str:
