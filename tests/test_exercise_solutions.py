@@ -36,6 +36,14 @@ def solution_sections(text: str) -> list[int]:
     return [int(k) for k in re.findall(r"^## Exercise (\d+)\b", text, flags=re.M)]
 
 
+def test_every_chapter_has_instructor_solutions():
+    chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    missing = [stem for stem in chapters if not (EXERCISES / f"{stem}.md").is_file()]
+    assert chapters and not missing, (
+        f"no instructor solutions for the exercises of {missing}: write solutions/exercises/<chapter>.md "
+        f"(one '## Exercise K' section per numbered exercise)")
+
+
 def test_the_section_parsers_count_what_they_should():
     text = "# Solutions\n\n## Exercise 1\nx\n\n## Exercise 2\n```python\ny = 1\n```\n## Exercises\n"
     assert solution_sections(text) == [1, 2]
