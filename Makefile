@@ -17,6 +17,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: lab test bench env constraints clean
 
+# mimalloc, where requirements.txt installs it (Linux x86_64): the course's Jupyter kernel and `make bench`
+# preload it (chapter 04, "Memory and layout"). Empty elsewhere. Only Python processes get it: Chromium,
+# which the browser tests start, keeps its own allocator (it aborts under a preloaded one).
+MIMALLOC = $$(ls "$(abspath $(VENV))"/lib/python3*/site-packages/cmeel.prefix/lib/libmimalloc.so 2>/dev/null | head -n 1)
+
 env: $(STAMP)
 
 $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
@@ -25,6 +30,8 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 	$(PY) -m pip install -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install --no-deps -e .
+	lib=$(MIMALLOC); $(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" \
+	    $${lib:+--env LD_PRELOAD "$$lib"}
 	@touch $@
 
 lab: $(STAMP)
@@ -38,7 +45,7 @@ test: $(STAMP)
 
 # The CPU set of benchmarks against reference implementations (see benchmarks/README.md).
 bench: $(STAMP)
-	PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m benchmarks $(BENCH_ARGS)
+	LD_PRELOAD=$(MIMALLOC) PYTHONHASHSEED=0 OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m benchmarks $(BENCH_ARGS)
 
 # Every chapter with its lecture settings (GPU if present; SMOKE=1: the small test settings):
 # executed HTML, reveal.js slides and run_times.md in build/lecture/.
