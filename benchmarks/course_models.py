@@ -4,13 +4,13 @@ Each definition is the notebook's, unchanged (``tests/test_benchmarks.py`` check
 is AST-identical to the definition of the same name in its notebook), so the benchmarks
 measure what the chapters teach:
 
-- chapter 04 (``notebooks/04_cnn.ipynb``): :func:`augment`, :func:`conv_block`, :class:`StrongCNN`,
+- chapter 04 (``notebooks/04_cnn.ipynb``): :class:`FlattenHWC`, :func:`augment`, :func:`conv_block`, :class:`StrongCNN`,
   :class:`AugmentedTrainer` (its batches come from ``dlwb.data.TensorBatches``, as in the notebook);
 - chapter 06 (``notebooks/06_gan.ipynb``): :func:`make_dcgan_generator`, :func:`make_dcgan_discriminator`,
   with the notebook's ``LATENT_DIM`` and ``DCGAN_WIDTH``.
 
-The layer stacks that the notebooks write as expressions (chapter 04's classic CNN, chapter 06's
-evaluator CNN) are rebuilt by the functions at the end, layer for layer.
+The layer stacks that the notebooks write as expressions (chapter 04's classic CNN and its fast twin,
+chapter 06's evaluator CNN) are rebuilt by the functions at the end, layer for layer.
 """
 
 from __future__ import annotations
@@ -24,12 +24,19 @@ from torch import nn
 from dlwb.train import Trainer
 
 NOTEBOOK_DEFINITIONS = {
-    "notebooks/04_cnn.ipynb": ("augment", "conv_block", "StrongCNN", "AugmentedTrainer"),
+    "notebooks/04_cnn.ipynb": ("FlattenHWC", "augment", "conv_block", "StrongCNN", "AugmentedTrainer"),
     "notebooks/06_gan.ipynb": ("make_dcgan_generator", "make_dcgan_discriminator"),
 }
 
 LATENT_DIM = 64  # chapter 06: size of the noise vector z
 DCGAN_WIDTH = 16  # chapter 06: channels of the DCGANs' first convolution
+
+
+class FlattenHWC(nn.Module):
+    """Flatten (N, C, H, W) in the order (h, w, c), as Keras does: a view of a channels_last tensor, no copy."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1)  # (N, H, W, C) -> (N, H * W * C)
 
 
 def augment(X, max_shift=2, max_degrees=10.0, generator=None):
@@ -45,9 +52,12 @@ def augment(X, max_shift=2, max_degrees=10.0, generator=None):
 
 
 def conv_block(in_channels, out_channels):
-    """Conv 3x3 (padding 1: same size) -> batch norm -> ReLU -> max-pool 2x2 (half the size)."""
+    """Conv 3x3 (padding 1: same size) -> batch norm -> max-pool 2x2 (half the size) -> ReLU.
+
+    Pooling before the ReLU gives the same values as after it (section 8, "Memory and layout") on a quarter of them.
+    """
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),  # BN's beta is the bias
-                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.MaxPool2d(2))
+                         nn.BatchNorm2d(out_channels), nn.MaxPool2d(2), nn.ReLU())
 
 
 class StrongCNN(nn.Module):
@@ -119,3 +129,15 @@ def make_classic_cnn(num_classes: int = 10) -> nn.Sequential:
         nn.Linear(32 * 13 * 13, 128), nn.ReLU(),  # (N, 128)
         nn.Linear(128, num_classes),  # (N, 10): logits
     )
+
+
+def make_fast_classic_cnn(num_classes: int = 10) -> nn.Sequential:
+    """Chapter 04's fast twin of the classic CNN ("Memory and layout"): the same function, stored channels_last,
+    pooling before the ReLU, flattened in Keras's (h, w, c) order."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3),  # (N, 32, 26, 26), stored as NHWC
+        nn.MaxPool2d(2), nn.ReLU(),  # (N, 32, 13, 13): pooling first gives the same values
+        FlattenHWC(),  # (N, 5408), in the order (h, w, c)
+        nn.Linear(32 * 13 * 13, 128), nn.ReLU(),  # (N, 128)
+        nn.Linear(128, num_classes),  # (N, 10): logits
+    ).to(memory_format=torch.channels_last)

@@ -176,22 +176,35 @@ def median(values: Sequence[float | None]) -> float | None:
 
 
 def metric(name: str, course: float | None, reference: float | None, *, unit: str = "", better: str = "lower",
-           target: str | None = None, course_label: str = "course", reference_label: str = "reference") -> dict:
+           target: str | None = None, course_label: str = "course", reference_label: str = "reference",
+           spread: dict[str, list[float | None]] | None = None) -> dict:
     """One row of the table: both sides' medians and ``ratio = course / reference`` (``None`` if undefined).
 
     ``better`` says which way is good ("lower" or "higher"); ``target`` is the goal for the
-    ratio, as text (e.g. "<= 0.5"), when there is one.
+    ratio, as text (e.g. "<= 0.5"), when there is one; ``spread`` is :func:`spread` of the runs,
+    shown as ``[min-max]`` beside each median that came from more than one run.
     """
     if better not in ("lower", "higher"):
         raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
     ratio = None if course is None or reference in (None, 0) else course / reference
     return {"metric": name, "unit": unit, "course": course, "reference": reference, "ratio": ratio,
-            "better": better, "target": target, "course_label": course_label, "reference_label": reference_label}
+            "better": better, "target": target, "course_label": course_label, "reference_label": reference_label,
+            "spread": spread}
 
 
 def summarise(runs: dict[str, list[dict]], key: str) -> tuple[float | None, float | None]:
     """The median of ``key`` over the course runs and over the reference runs."""
     return tuple(median([r.get(key) for r in runs[side]]) for side in SIDES)
+
+
+def spread(runs: dict[str, list[dict]], key: str) -> dict[str, list[float | None]]:
+    """The smallest and largest ``key`` of each side's runs, ``{side: [min, max]}``; ``None`` is "not reached"."""
+    out = {}
+    for side in SIDES:
+        values = [r.get(key) for r in runs[side]]
+        numbers = [v for v in values if v is not None]
+        out[side] = [min(numbers) if numbers else None, None if None in values or not numbers else max(numbers)]
+    return out
 
 
 def add_curves(report: dict, runs: dict[str, list[dict]], y: str, *, xlabel: str, ylabel: str) -> None:
@@ -218,13 +231,21 @@ def _fmt(value, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def _fmt_spread(m: dict, side: str) -> str:
+    lo_hi = (m.get("spread") or {}).get(side)
+    if not lo_hi or lo_hi[0] is None or lo_hi[0] == lo_hi[1]:
+        return ""
+    lo, hi = (_fmt(v, m["unit"]).removesuffix(f" {m['unit']}") if m["unit"] else _fmt(v) for v in lo_hi)
+    return f" [{lo}-{hi}]"
+
+
 def markdown_table(report: dict) -> str:
     """The report's metrics as a Markdown table (one row per figure)."""
     rows = ["| figure | course | reference | ratio course / reference | better | target |",
             "|---|---|---|---|---|---|"]
     for m in report["metrics"]:
-        course = _fmt(m["course"], m["unit"])
-        reference = _fmt(m["reference"], m["unit"])
+        course = _fmt(m["course"], m["unit"]) + _fmt_spread(m, "course")
+        reference = _fmt(m["reference"], m["unit"]) + _fmt_spread(m, "reference")
         if m["course_label"] != "course":
             course = f"{course} ({m['course_label']})"
         if m["reference_label"] != "reference":

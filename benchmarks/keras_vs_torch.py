@@ -3,8 +3,11 @@
 The models are the course's side-by-side pairs: chapter 03's MLP (784 -> 128, ReLU -> 10; Adam
 1e-3, batch 64) and chapter 04's classic CNN (conv 3x3 32, ReLU, max-pool 2, dense 128, ReLU,
 dense 10; Adam 1e-3, batch 128), with logits and the cross-entropy. The PyTorch side is the
-course's ``dlwb.train.Trainer`` over a shuffled ``DataLoader``; the reference is Keras 3
-``model.fit`` on NumPy arrays (TensorFlow backend, ``jit_compile=False`` on the CPU as in the
+course's ``dlwb.train.Trainer`` over shuffled ``dlwb.data.TensorBatches`` (chapter 03), the CNN
+as chapter 04's fast twin ("Memory and layout": channels_last, pooling before the ReLU, Keras's
+flatten order) with the fused Adam, in float32; where the CPU has native bfloat16, the CNN is
+also trained with ``Trainer(amp=True)`` (bf16 autocast), reported on its own row against the
+same float32 Keras run. The reference is Keras 3 ``model.fit`` on NumPy arrays (TensorFlow backend, ``jit_compile=False`` on the CPU as in the
 chapters). Per epoch times come from each framework's own epoch boundaries; the first epoch
 (Keras traces its graph there) is reported apart from the steady epochs. Ratio: PyTorch / Keras::
 
@@ -29,6 +32,7 @@ from benchmarks import harness  # noqa: E402
 NAME = "keras_vs_torch"
 MODELS = {"mlp": {"batch_size": 64, "lr": 1e-3}, "cnn": {"batch_size": 128, "lr": 1e-3}}  # chapters 03 and 04
 HIDDEN = 128  # chapter 03's MLP width
+BF16 = False  # set in main(): whether this CPU has native bfloat16 (the CNN's bf16 row)
 
 
 def parse_args(argv=None):
@@ -38,10 +42,10 @@ def parse_args(argv=None):
 
 
 def torch_model(kind: str) -> nn.Module:
-    from benchmarks.course_models import make_classic_cnn
+    from benchmarks.course_models import make_fast_classic_cnn
 
     if kind == "cnn":
-        return make_classic_cnn(10)
+        return make_fast_classic_cnn(10)
     return nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
 
 
@@ -58,20 +62,21 @@ def keras_model(kind: str):
     return keras.Sequential(layers)
 
 
-def run_torch(kind, data, epochs, seed):
-    from torch.utils.data import DataLoader, TensorDataset
-
+def run_torch(kind, data, epochs, seed, amp=False):
+    from dlwb.data import TensorBatches
     from dlwb.train import Trainer, accuracy
 
-    X, y = torch.from_numpy(data.x_train[:, None]), torch.from_numpy(data.y_train)  # (N, 1, 28, 28), (N,)
-    X_test, y_test = torch.from_numpy(data.x_test[:, None]), torch.from_numpy(data.y_test)
+    fmt = torch.channels_last if kind == "cnn" else torch.contiguous_format
+    X = torch.from_numpy(data.x_train[:, None]).contiguous(memory_format=fmt)  # (N, 1, 28, 28)
+    X_test = torch.from_numpy(data.x_test[:, None]).contiguous(memory_format=fmt)
     net = torch_model(kind)
-    trainer = Trainer(net, torch.optim.Adam(net.parameters(), lr=MODELS[kind]["lr"]), nn.CrossEntropyLoss(),
-                      device="cpu", metrics={"acc": accuracy}, progress=False)
-    train_iter = DataLoader(TensorDataset(X, y), batch_size=MODELS[kind]["batch_size"], shuffle=True,
-                            generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.Adam(net.parameters(), lr=MODELS[kind]["lr"], fused=True)
+    trainer = Trainer(net, optimizer, nn.CrossEntropyLoss(), device="cpu", metrics={"acc": accuracy}, amp=amp,
+                      progress=False)
+    train_iter = TensorBatches(X, data.y_train, MODELS[kind]["batch_size"], shuffle=True,
+                               generator=torch.Generator().manual_seed(seed))
     history = trainer.fit(train_iter, epochs)
-    test = trainer.evaluate(DataLoader(TensorDataset(X_test, y_test), batch_size=1000))
+    test = trainer.evaluate(TensorBatches(X_test, data.y_test, 1000))
     return {"epoch_seconds": history["time_s"], "test_acc": test["acc"], "first_train_loss": history.batches[0]["loss"],
             "last_train_loss": history.batches[-1]["loss"]}
 
@@ -123,6 +128,10 @@ def main(argv=None) -> dict:
     except RuntimeError:  # TensorFlow already started in this process (a test run); its settings stay
         tf_threads = "already set in this process"
     from dlwb import data as dlwb_data
+    from dlwb.train import cpu_has_native_bf16
+
+    global BF16
+    BF16 = cpu_has_native_bf16()
 
     mnist = dlwb_data.load_mnist()
     if args.smoke:
@@ -148,6 +157,13 @@ def main(argv=None) -> dict:
             result[f"{kind}_first_epoch_s"] = out["epoch_seconds"][0]
             result[f"{kind}_epoch_s"] = statistics.median(out["epoch_seconds"][1:])
             result[f"{kind}_test_acc"] = out["test_acc"]
+        if side == "course" and BF16:
+            out = run_torch("cnn", mnist, args.epochs, args.seed + r, amp=True)
+            result["cnn_bf16"] = out
+            result["cnn_bf16_epoch_s"] = statistics.median(out["epoch_seconds"][1:])
+            result["cnn_bf16_test_acc"] = out["test_acc"]
+        elif BF16:  # the same float32 Keras run is the reference of the bf16 row
+            result["cnn_bf16_epoch_s"], result["cnn_bf16_test_acc"] = result["cnn_epoch_s"], result["cnn_test_acc"]
         result["first_train_loss"], result["last_train_loss"] = result["cnn"]["first_train_loss"], \
             result["cnn"]["last_train_loss"]
         return result
@@ -159,8 +175,18 @@ def main(argv=None) -> dict:
                                          ("first_epoch_s", "seconds, first epoch", "s", "lower"),
                                          ("test_acc", f"test accuracy after {args.epochs} epochs", "", "higher")]:
             course, reference = harness.summarise(runs, f"{kind}_{key}")
+            target = "<= 1.00" if (kind, key) == ("cnn", "epoch_s") else None
             report["metrics"].append(harness.metric(f"{kind.upper()}: {label}", course, reference, unit=unit,
-                                                    better=better, course_label="PyTorch", reference_label="Keras"))
+                                                    better=better, course_label="PyTorch", reference_label="Keras",
+                                                    target=target, spread=harness.spread(runs, f"{kind}_{key}")))
+    if BF16:
+        for key, label, unit, better in [("epoch_s", "seconds per epoch (epochs 2+)", "s", "lower"),
+                                         ("test_acc", f"test accuracy after {args.epochs} epochs", "", "higher")]:
+            course, reference = harness.summarise(runs, f"cnn_bf16_{key}")
+            report["metrics"].append(harness.metric(f"CNN, PyTorch in bf16 autocast: {label}", course, reference,
+                                                    unit=unit, better=better, course_label="PyTorch bf16",
+                                                    reference_label="Keras float32",
+                                                    spread=harness.spread(runs, f"cnn_bf16_{key}")))
     for side, framework in zip(harness.SIDES, ("PyTorch", "Keras")):
         for kind in MODELS:
             report["curves"].append({"label": f"{kind.upper()} {framework}", "side": side,

@@ -46,7 +46,7 @@ def parse_args(argv=None):
 
 
 def run_course(data, cfg, val_batches, checkpoints, seed, *, max_iters, device="cpu", stop_below=None):
-    """dlwb.gpt's model, optimizer, schedule and batches, trained by dlwb.train.Trainer (bf16 autocast on CUDA)."""
+    """dlwb.gpt's model, optimizer, schedule and batches, trained by dlwb.train.Trainer (bf16 autocast on CUDA and bf16 CPUs)."""
     from dlwb.gpt import GPT, GPTConfig, RandomBatches, configure_optimizer, gpt_loss
     from dlwb.optim import warmup_cosine
     from dlwb.train import Callback, Trainer
@@ -59,7 +59,7 @@ def run_course(data, cfg, val_batches, checkpoints, seed, *, max_iters, device="
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(  # nanoGPT's warm-up: from lr / (W + 1)
         warmup_cosine, lr=1.0, warmup_steps=cfg.warmup_iters, total_steps=cfg.lr_decay_iters,
         start_lr=1 / (cfg.warmup_iters + 1), final_lr=cfg.min_lr / cfg.learning_rate))
-    trainer = Trainer(model, optimizer, gpt_loss, device=device, amp=device.type == "cuda", grad_clip=cfg.grad_clip,
+    trainer = Trainer(model, optimizer, gpt_loss, device=device, amp=True, grad_clip=cfg.grad_clip,
                       scheduler=scheduler, progress=False)
     clock = chardata.TimeCheckpoints(checkpoints, lambda: trainer.evaluate(val_batches)["loss"], max_steps=max_iters,
                                      extra_steps=[cfg.max_iters], stop_below=stop_below)
@@ -145,13 +145,15 @@ def main(argv=None) -> dict:
             steps = harness.summarise(runs, f"step_at_{c:g}s")
             report["metrics"].append(harness.metric(
                 f"val loss at {c:g} s of training", course, ref, better="lower", target="<= 1.00",
+                spread=harness.spread(runs, f"val_loss_at_{c:g}s"),
                 course_label=f"iter {steps[0]}", reference_label=f"iter {steps[1]}"))
     course, ref = harness.summarise(runs, "tokens_per_s")
     report["metrics"].append(harness.metric("training tokens/s", course, ref, unit="tok/s", better="higher",
-                                            target=">= 1.10"))
+                                            target=">= 1.10", spread=harness.spread(runs, "tokens_per_s")))
     course, ref = harness.summarise(runs, "val_loss_at_iter_2000")
     report["metrics"].append(harness.metric(
-        "val loss at iteration 2000", course, ref, better="lower",
+        "val loss at iteration 2000", course, ref, better="lower", target="<= 1.00",
+        spread=harness.spread(runs, "val_loss_at_iter_2000"),
         reference_label="published 1.8857" if ref is None else "reference"))
     report["published"] = {"val_loss_at_iter_2000_seed_1337": PUBLISHED_VAL_LOSS}
     harness.add_curves(report, runs, "val_loss", xlabel="training time (s), evaluations excluded",

@@ -303,13 +303,19 @@ def test_logs_labels_and_fit():
     assert all(math.isfinite(v) for v in last.values())
 
 
-def test_amp_on_cpu_is_a_notice_and_float32(capsys):
-    G, D = nn.Linear(2, 3), nn.Linear(3, 1)
-    trainer = gan.GANTrainer(G, D, torch.optim.SGD(G.parameters(), lr=0.1), torch.optim.SGD(D.parameters(), lr=0.1),
-                             latent_dim=2, device="cpu", amp=True, progress=False)
-    assert "NOTICE" in capsys.readouterr().out and trainer.amp_dtype is None
-    logs = trainer.train_step([torch.randn(8, 3)])
-    assert all(math.isfinite(v) for v in logs.values())
+def test_amp_on_cpu_is_bf16_where_native_and_else_a_notice_and_float32(capsys, monkeypatch):
+    from dlwb import train
+
+    for native in (False, True):
+        monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+        G, D = nn.Linear(2, 3), nn.Linear(3, 1)
+        trainer = gan.GANTrainer(G, D, torch.optim.SGD(G.parameters(), lr=0.1),
+                                 torch.optim.SGD(D.parameters(), lr=0.1), latent_dim=2, device="cpu", amp=True,
+                                 progress=False)
+        noticed = "NOTICE" in capsys.readouterr().out
+        assert (trainer.amp_dtype, noticed) == ((torch.bfloat16, False) if native else (None, True))
+        logs = trainer.train_step([torch.randn(8, 3)])  # bf16 autocast runs on any CPU, emulated where not native
+        assert all(math.isfinite(v) for v in logs.values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from dlwb import train
 from dlwb.train import Callback, Trainer, accuracy
 
 
@@ -127,13 +128,33 @@ def test_scheduler_steps_every_batch():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 ** len(train_iter))
 
 
-def test_amp_is_ignored_off_cuda_with_a_notice(capsys):
+def test_amp_on_a_cpu_is_bf16_where_native_and_a_notice_elsewhere(capsys, monkeypatch):
     net = make_net()
-    trainer = Trainer(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-                      device="cpu", amp=True, progress=False)
-    assert "no effect on cpu" in capsys.readouterr().out
-    assert trainer.amp_dtype is None and trainer.scaler is None
-    trainer.fit(loaders()[0], num_epochs=1)
+    for native in (False, True):
+        monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+        trainer = Trainer(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                          device="cpu", amp=True, progress=False)
+        out = capsys.readouterr().out
+        if native:
+            assert trainer.amp_dtype == torch.bfloat16 and out == ""
+        else:
+            assert "no effect on cpu" in out and "no native bfloat16" in out and trainer.amp_dtype is None
+        assert trainer.scaler is None  # bfloat16 has float32's range: no loss scaling
+
+
+@pytest.mark.skipif(not train.cpu_has_native_bf16(), reason="needs a CPU with native bfloat16 (AVX512-BF16 or AMX)")
+def test_amp_on_a_bf16_cpu_trains_in_bf16_to_the_same_accuracy():
+    train_iter, val_iter = loaders()
+    accs = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        net = make_net()
+        trainer = Trainer(net, torch.optim.SGD(net.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                          device="cpu", amp=amp, metrics={"acc": accuracy}, progress=False)
+        with trainer.autocast():
+            assert net(next(iter(train_iter))[0]).dtype == (torch.bfloat16 if amp else torch.float32)
+        accs[amp] = trainer.fit(train_iter, 5, val_iter)["val_acc"][-1]
+    assert accs[True] >= 0.95 and abs(accs[True] - accs[False]) <= 0.02  # bf16 keeps 8 bits of mantissa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

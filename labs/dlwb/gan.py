@@ -116,7 +116,7 @@ class GANTrainer(Trainer):
     batch has one, is ignored). The logs of a step are ``loss`` (the discriminator's,
     ``2 log 2 = 1.386`` when it cannot tell real from fake), ``g_loss`` (the generator's
     non-saturating loss) and the discriminator's mean probabilities ``d_real = D(x)`` and
-    ``d_fake = D(G(z))``. ``amp=True`` runs the forward passes in bfloat16 on CUDA.
+    ``d_fake = D(G(z))``. ``amp=True`` runs the forward passes in bfloat16 where the Trainer does.
 
     Defined in chapter 06.
     """
