@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 import re
 
 import pytest
@@ -82,3 +87,23 @@ def test_nodeps_packages_are_pinned_installed_and_installed_by_both_setups():
     assert "pip install --no-deps -r requirements-nodeps.txt" in (ROOT / "environment.yml").read_text()
     # Installed without dependencies, so nothing in the resolved set may be pulled in on its behalf.
     assert not set(pins) & set(pinned("constraints.txt")), "no-deps packages must stay out of constraints.txt"
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"),
+                    reason="mimalloc is installed and preloaded on Linux x86_64 only")
+def test_the_course_kernel_runs_with_mimalloc_preloaded():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert Path(spec.argv[0]).resolve().parent == Path(sys.executable).resolve().parent, \
+        "the python3 kernel is not this environment's: run `make env`"
+    preload = spec.env.get("LD_PRELOAD", "")
+    assert "libmimalloc" in preload and Path(preload).is_file(), \
+        f"the course kernel's spec preloads {preload!r}, not mimalloc: run `make env`"
+    maps = subprocess.run([spec.argv[0], "-c", "print(open('/proc/self/maps').read())"],
+                          env={**os.environ, **spec.env}, capture_output=True, text=True, check=True).stdout
+    assert "libmimalloc" in maps  # the library is mapped into a process started as the kernel is
+    bare = subprocess.run([spec.argv[0], "-c", "print(open('/proc/self/maps').read())"],
+                          env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}, capture_output=True,
+                          text=True, check=True).stdout
+    assert "libmimalloc" not in bare  # and only there: nothing else in the environment loads it
