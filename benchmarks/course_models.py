@@ -9,7 +9,7 @@ measure what the chapters teach:
 - chapter 06 (``notebooks/06_gan.ipynb``): :func:`make_dcgan_generator`, :func:`make_dcgan_discriminator`,
   with the notebook's ``LATENT_DIM`` and ``DCGAN_WIDTH``.
 
-The layer stacks that the notebooks write as expressions (chapter 04's classic CNN and its fast twin,
+The layer stacks that the notebooks write as expressions (chapter 04's fast twin of the classic CNN,
 chapter 06's evaluator CNN) are rebuilt by the functions at the end, layer for layer.
 """
 
@@ -117,17 +117,6 @@ def make_evaluator() -> nn.Sequential:
         nn.Linear(64 * 7 * 7, 128),  # (B, 128): the features, taken before the ReLU
         nn.ReLU(),
         nn.Linear(128, 10),  # (B, 10): logits of the 10 digits
-    )
-
-
-def make_classic_cnn(num_classes: int = 10) -> nn.Sequential:
-    """Chapter 04's classic CNN (the PyTorch twin of the Keras one): conv 32, pool, dense 128, dense."""
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(),  # (N, 32, 26, 26)
-        nn.MaxPool2d(2),  # (N, 32, 13, 13)
-        nn.Flatten(),  # (N, 5408), in the order (c, h, w)
-        nn.Linear(32 * 13 * 13, 128), nn.ReLU(),  # (N, 128)
-        nn.Linear(128, num_classes),  # (N, 10): logits
     )
 
 

@@ -235,7 +235,7 @@ def _fmt_spread(m: dict, side: str) -> str:
     lo_hi = (m.get("spread") or {}).get(side)
     if not lo_hi or lo_hi[0] is None or lo_hi[0] == lo_hi[1]:
         return ""
-    lo, hi = (_fmt(v, m["unit"]).removesuffix(f" {m['unit']}") if m["unit"] else _fmt(v) for v in lo_hi)
+    lo, hi = (_fmt(v, m["unit"]).removesuffix(f" {m['unit']}") for v in lo_hi)  # the unit once, after the median
     return f" [{lo}-{hi}]"
 
 

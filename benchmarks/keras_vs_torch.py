@@ -7,8 +7,8 @@ course's ``dlwb.train.Trainer`` over shuffled ``dlwb.data.TensorBatches`` (chapt
 as chapter 04's fast twin ("Memory and layout": channels_last, pooling before the ReLU, Keras's
 flatten order) with the fused Adam, in float32; where the CPU has native bfloat16, the CNN is
 also trained with ``Trainer(amp=True)`` (bf16 autocast), reported on its own row against the
-same float32 Keras run. The reference is Keras 3 ``model.fit`` on NumPy arrays (TensorFlow backend, ``jit_compile=False`` on the CPU as in the
-chapters). Per epoch times come from each framework's own epoch boundaries; the first epoch
+same float32 Keras run. The reference is Keras 3 ``model.fit`` on NumPy arrays (TensorFlow
+backend, ``jit_compile=False`` on the CPU as in the chapters). Per epoch times come from each framework's own epoch boundaries; the first epoch
 (Keras traces its graph there) is reported apart from the steady epochs. Ratio: PyTorch / Keras::
 
     .venv/bin/python benchmarks/keras_vs_torch.py                 # 3 epochs, 3 repeats
@@ -32,7 +32,6 @@ from benchmarks import harness  # noqa: E402
 NAME = "keras_vs_torch"
 MODELS = {"mlp": {"batch_size": 64, "lr": 1e-3}, "cnn": {"batch_size": 128, "lr": 1e-3}}  # chapters 03 and 04
 HIDDEN = 128  # chapter 03's MLP width
-BF16 = False  # set in main(): whether this CPU has native bfloat16 (the CNN's bf16 row)
 
 
 def parse_args(argv=None):
@@ -130,8 +129,7 @@ def main(argv=None) -> dict:
     from dlwb import data as dlwb_data
     from dlwb.train import cpu_has_native_bf16
 
-    global BF16
-    BF16 = cpu_has_native_bf16()
+    bf16 = cpu_has_native_bf16()  # the CNN's bf16 row
 
     mnist = dlwb_data.load_mnist()
     if args.smoke:
@@ -157,12 +155,12 @@ def main(argv=None) -> dict:
             result[f"{kind}_first_epoch_s"] = out["epoch_seconds"][0]
             result[f"{kind}_epoch_s"] = statistics.median(out["epoch_seconds"][1:])
             result[f"{kind}_test_acc"] = out["test_acc"]
-        if side == "course" and BF16:
+        if side == "course" and bf16:
             out = run_torch("cnn", mnist, args.epochs, args.seed + r, amp=True)
             result["cnn_bf16"] = out
             result["cnn_bf16_epoch_s"] = statistics.median(out["epoch_seconds"][1:])
             result["cnn_bf16_test_acc"] = out["test_acc"]
-        elif BF16:  # the same float32 Keras run is the reference of the bf16 row
+        elif bf16:  # the same float32 Keras run is the reference of the bf16 row
             result["cnn_bf16_epoch_s"], result["cnn_bf16_test_acc"] = result["cnn_epoch_s"], result["cnn_test_acc"]
         result["first_train_loss"], result["last_train_loss"] = result["cnn"]["first_train_loss"], \
             result["cnn"]["last_train_loss"]
@@ -179,7 +177,7 @@ def main(argv=None) -> dict:
             report["metrics"].append(harness.metric(f"{kind.upper()}: {label}", course, reference, unit=unit,
                                                     better=better, course_label="PyTorch", reference_label="Keras",
                                                     target=target, spread=harness.spread(runs, f"{kind}_{key}")))
-    if BF16:
+    if bf16:
         for key, label, unit, better in [("epoch_s", "seconds per epoch (epochs 2+)", "s", "lower"),
                                          ("test_acc", f"test accuracy after {args.epochs} epochs", "", "higher")]:
             course, reference = harness.summarise(runs, f"cnn_bf16_{key}")

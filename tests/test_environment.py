@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
-import re
 
 import pytest
 from packaging.requirements import Requirement
@@ -100,10 +100,11 @@ def test_the_course_kernel_runs_with_mimalloc_preloaded():
     preload = spec.env.get("LD_PRELOAD", "")
     assert "libmimalloc" in preload and Path(preload).is_file(), \
         f"the course kernel's spec preloads {preload!r}, not mimalloc: run `make env`"
-    maps = subprocess.run([spec.argv[0], "-c", "print(open('/proc/self/maps').read())"],
-                          env={**os.environ, **spec.env}, capture_output=True, text=True, check=True).stdout
-    assert "libmimalloc" in maps  # the library is mapped into a process started as the kernel is
-    bare = subprocess.run([spec.argv[0], "-c", "print(open('/proc/self/maps').read())"],
-                          env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}, capture_output=True,
-                          text=True, check=True).stdout
-    assert "libmimalloc" not in bare  # and only there: nothing else in the environment loads it
+
+    def mapped_libraries(env):
+        return subprocess.run([spec.argv[0], "-c", "print(open('/proc/self/maps').read())"], env=env,
+                              capture_output=True, text=True, check=True).stdout
+
+    assert "libmimalloc" in mapped_libraries({**os.environ, **spec.env})  # a process started as the kernel is
+    bare = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    assert "libmimalloc" not in mapped_libraries(bare)  # and only there: nothing else in the environment loads it
