@@ -7,7 +7,7 @@ Conventions every notebook follows (see notebooks/README.md):
 - ``metadata.dlwb.smoke`` holds the small settings the tests inject, and
   ``metadata.dlwb.budget_s`` the expected smoke run time (reported, not enforced);
 - cells tagged ``nbval-check-output`` print values that must be identical when the
-  notebook runs again (checked with ``nbval --nbval-lax``);
+  notebook runs again (checked with ``nbval --nbval-lax``; the re-run stops after the last of them);
 - lecture notebooks end with "Summary" and "Exercises" sections;
 - notebooks are committed without outputs;
 - chapters (notebooks/) carry ``metadata.slideshow.slide_type`` on every cell (``python -m dlwb
@@ -115,8 +115,24 @@ def has_checked_cells(path: Path) -> bool:
     return any(CHECK_TAG in c.metadata.get("tags", []) for c in nb.cells)
 
 
+def through_last_checked_cell(executed: Path) -> Path:
+    """A copy of the executed notebook that ends at its last checked cell, next to it (``NAME.recheck.ipynb``).
+
+    The cells after it cannot change what a checked cell prints, and the first run executed them
+    already, so the re-run leaves them out.
+    """
+    nb = nbformat.read(executed, as_version=4)
+    checked = [i for i, c in enumerate(nb.cells) if CHECK_TAG in c.metadata.get("tags", [])]
+    if not checked:
+        raise ValueError(f"{executed} has no cell tagged {CHECK_TAG!r}: nothing to re-check")
+    nb.cells = nb.cells[:checked[-1] + 1]
+    copy = executed.with_name(f"{executed.stem}.recheck.ipynb")
+    nbformat.write(nb, copy)
+    return copy
+
+
 def nbval_rerun(executed: Path, record: Path | None = None, *, inline: bool = False) -> subprocess.CompletedProcess:
-    """Execute the executed copy again and compare the outputs of its checked cells.
+    """Execute the executed copy again, up to its last checked cell, and compare the checked cells' outputs.
 
     With ``record`` (a timing file written by :func:`execute`), the re-run's time is added to it.
     ``inline``: re-run with the inline matplotlib backend, as a chapter's first run had it (a
@@ -125,11 +141,12 @@ def nbval_rerun(executed: Path, record: Path | None = None, *, inline: bool = Fa
     from dlwb.lecture import INLINE_BACKEND
 
     env = {**os.environ, "MPLBACKEND": INLINE_BACKEND} if inline else None
+    recheck = through_last_checked_cell(executed)
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
-         "-p", "no:xdist", "-c", os.devnull, "--rootdir", str(executed.parent), "-q", str(executed)],
-        cwd=executed.parent, capture_output=True, text=True, timeout=1800, env=env,
+         "-p", "no:xdist", "-c", os.devnull, "--rootdir", str(recheck.parent), "-q", str(recheck)],
+        cwd=recheck.parent, capture_output=True, text=True, timeout=1800, env=env,
     )
     if record is not None and record.exists():
         data = json.loads(record.read_text())

@@ -59,3 +59,15 @@ def test_parameters_cell_must_be_plain_assignments(tmp_path):
     bad = nbformat.read(write(tmp_path, [params("import os\nA = 1")], name="bad.ipynb"), as_version=4)
     with pytest.raises(AssertionError, match="only assignments"):
         parameter_defaults(bad)
+
+
+def test_the_recheck_stops_after_the_last_checked_cell(tmp_path):
+    log = tmp_path / "runs.txt"
+    path = write(tmp_path, [params("SEED = 0"),
+                            new_code_cell(f"open({str(log)!r}, 'a').write('before\\n')"),
+                            checked("print(SEED + 1)"),
+                            new_code_cell(f"open({str(log)!r}, 'a').write('after\\n')")])
+    run = execute(path, out_dir=tmp_path / "out", timings_dir=tmp_path / "t")
+    assert run.error is None
+    assert nbval_rerun(run.output).returncode == 0
+    assert log.read_text().splitlines() == ["before", "after", "before"]  # the re-run ended at the checked cell

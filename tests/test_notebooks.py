@@ -1,7 +1,8 @@
 """Every notebook under notebooks/, solutions/ and labs/: conventions, execution, determinism.
 
 Each notebook runs with papermill and the small settings in its ``metadata.dlwb.smoke``;
-cells tagged ``nbval-check-output`` are then re-executed by nbval and must print the same.
+the notebook is then re-executed by nbval, up to its last cell tagged ``nbval-check-output``,
+and those cells must print the same.
 Student labs may stop only at a ``NotImplementedError`` (an exercise left for the student).
 A chapter's smoke run also writes its HTML page and reveal.js slides (lecture mode), checked here.
 """

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -31,6 +34,8 @@ def keras_init():
 
 
 def test_set_seed_makes_every_framework_repeatable():
+    import keras  # noqa: F401  (imported first: set_seed seeds Keras once it is imported)
+
     runtime.set_seed(123)
     first, k1 = draw_all(), keras_init()
     runtime.set_seed(123)
@@ -39,6 +44,24 @@ def test_set_seed_makes_every_framework_repeatable():
     np.testing.assert_array_equal(k1, k2)
     runtime.set_seed(124)
     assert draw_all()[:4] != first[:4]
+
+
+def test_set_seed_leaves_tensorflow_unimported_until_a_notebook_imports_keras():
+    script = """
+import sys
+from dlwb import runtime
+runtime.set_seed(5)
+print("tensorflow" in sys.modules, "keras" in sys.modules)
+import keras
+draws = []
+for _ in range(2):
+    runtime.set_seed(5)
+    draws.append(keras.random.uniform((3,)).numpy().tolist())
+print(draws[0] == draws[1])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout.split()
+    assert out == ["False", "False", "True"], out
 
 
 @pytest.mark.parametrize("bad", [-1, 2**32, 1.5, "7", True])

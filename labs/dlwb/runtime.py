@@ -7,7 +7,6 @@ notebook calls :func:`set_seed` and :func:`get_device` once, at the top, explici
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import random
@@ -23,8 +22,10 @@ def set_seed(seed: int) -> None:
     """Seed every random number generator the course uses.
 
     Covers Python's ``random``, NumPy's global generator, PyTorch (CPU and every CUDA
-    device) and, when installed, Keras 3 through ``keras.utils.set_random_seed`` (which
-    also seeds the TensorFlow backend; ``tf.random.set_seed`` alone is not repeatable).
+    device) and, once Keras 3 or TensorFlow has been imported, Keras through
+    ``keras.utils.set_random_seed`` (which also seeds the TensorFlow backend;
+    ``tf.random.set_seed`` alone is not repeatable). Import Keras before seeding: a
+    PyTorch-only notebook then never pays TensorFlow's seconds of start-up.
 
     Defined in chapter 00.
     """
@@ -33,7 +34,7 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    if importlib.util.find_spec("keras") is not None:
+    if "keras" in sys.modules or "tensorflow" in sys.modules:
         import keras
 
         keras.utils.set_random_seed(seed)
