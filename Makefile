@@ -50,7 +50,7 @@ bench: $(STAMP)
 # Every chapter with its lecture settings (GPU if present; SMOKE=1: the small test settings):
 # executed HTML, reveal.js slides and run_times.md in build/lecture/.
 lecture: $(STAMP)
-	$(PY) -m dlwb lecture $(if $(filter 1,$(SMOKE)),--smoke) $(LECTURE_ARGS)
+	$(PY) -m coursekit lecture $(if $(filter 1,$(SMOKE)),--smoke) $(LECTURE_ARGS)
 
 # Re-resolve constraints.txt from the current environment (after changing requirements.txt).
 constraints: $(STAMP)

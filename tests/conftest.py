@@ -5,11 +5,11 @@ from __future__ import annotations
 import http.server
 import threading
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from coursekit.layout import COURSE_ROOT as ROOT
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

@@ -10,8 +10,8 @@ Conventions every notebook follows (see notebooks/README.md):
   notebook runs again (checked with ``nbval --nbval-lax``; the re-run stops after the last of them);
 - lecture notebooks end with "Summary" and "Exercises" sections;
 - notebooks are committed without outputs;
-- chapters (notebooks/) carry ``metadata.slideshow.slide_type`` on every cell (``python -m dlwb
-  lecture --tag-slides``); their smoke run goes through :mod:`dlwb.lecture` (inline figures) and
+- chapters (notebooks/) carry ``metadata.slideshow.slide_type`` on every cell (``python -m coursekit
+  lecture --tag-slides``); their smoke run goes through :mod:`coursekit.lecture` (inline figures) and
   also writes the chapter's page and slides to ``build/lecture-smoke/``.
 """
 
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build"
+from coursekit.cells import course_settings
+from coursekit.layout import BUILD, COURSE_ROOT as ROOT
+
 EXECUTED = BUILD / "executed"
 TIMINGS = BUILD / "timings"
 LECTURE_SMOKE = BUILD / "lecture-smoke"
@@ -66,7 +67,7 @@ def parameter_defaults(nb) -> dict[str, object]:
 
 
 def smoke_parameters(nb) -> dict[str, object]:
-    return dict(nb.metadata.get("dlwb", {}).get("smoke", {}))
+    return dict(course_settings(nb).get("smoke", {}))
 
 
 @dataclass
@@ -86,10 +87,10 @@ def execute(path: Path, *, out_dir: Path = EXECUTED, timings_dir: Path = TIMINGS
     """Run a notebook with papermill and its smoke parameters, in the notebook's folder.
 
     The executed copy goes to ``out_dir/<folder>/<name>``; the timing to ``timings_dir``.
-    A chapter runs as lecture mode runs it (:func:`dlwb.lecture.execute`, inline figures) and
+    A chapter runs as lecture mode runs it (:func:`coursekit.lecture.execute`, inline figures) and
     its page and slides are exported to ``build/lecture-smoke/`` (the export is not timed).
     """
-    from dlwb import lecture
+    from coursekit import lecture
 
     nb = nbformat.read(path, as_version=4)
     output = out_dir / path.parent.name / path.name
@@ -99,7 +100,7 @@ def execute(path: Path, *, out_dir: Path = EXECUTED, timings_dir: Path = TIMINGS
     seconds = time.perf_counter() - start
     pages = lecture.export(output, LECTURE_SMOKE) if is_chapter(path) else None
     timings_dir.mkdir(parents=True, exist_ok=True)
-    budget = nb.metadata.get("dlwb", {}).get("budget_s")
+    budget = course_settings(nb).get("budget_s")
     timing_file(path, timings_dir).write_text(
         json.dumps({"notebook": relative(path), "seconds": seconds, "budget_s": budget, "error": error})
     )
@@ -138,7 +139,7 @@ def nbval_rerun(executed: Path, record: Path | None = None, *, inline: bool = Fa
     ``inline``: re-run with the inline matplotlib backend, as a chapter's first run had it (a
     figure shown by a checked cell is then an output of both runs).
     """
-    from dlwb.lecture import INLINE_BACKEND
+    from coursekit.lecture import INLINE_BACKEND
 
     env = {**os.environ, "MPLBACKEND": INLINE_BACKEND} if inline else None
     recheck = through_last_checked_cell(executed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 
 import pytest
@@ -122,7 +123,7 @@ def test_course_manifest_is_well_formed():
     assert {"mnist", "tinyshakespeare"} <= set(datasets)
     for files in datasets.values():
         for f in files:
-            assert len(f.sha256) == 64 and int(f.sha256, 16) >= 0
+            assert re.fullmatch(r"[0-9a-f]{64}", f.sha256), f"{f.name}: sha256 must be 64 lower-case hex digits"
             assert f.size > 0
             assert len(f.urls) >= 2, f"{f.name} needs a mirror"
             assert all(u.startswith("https://") for u in f.urls)

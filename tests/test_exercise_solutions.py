@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from conftest import ROOT
-from dlwb.release import release_all
+from coursekit.release import release_all
 
 EXERCISES = ROOT / "solutions" / "exercises"
 SOLVED = sorted(EXERCISES.glob("*.md"))

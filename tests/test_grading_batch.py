@@ -1,7 +1,7 @@
 """A class graded through the command line: one student's trouble never costs another's result.
 
 The toy lab of ``test_grading`` (``double`` worth 2 points, ``mean_sq`` worth 3). One batch,
-graded once with ``python -m dlwb grade`` run in this process, holds students whose
+graded once with ``python -m coursekit grade`` run in this process, holds students whose
 submissions broke whole batches before: text the grader could not write, containers that
 are not exactly ``tuple`` or ``dict``, endless loops in a cell and in a call, malformed
 messages from the sandbox, and cells added outside the exercises. The class arrives as an
@@ -22,8 +22,8 @@ import nbformat
 import pytest
 
 from conftest import results_by_student
-from dlwb.__main__ import main
-from dlwb.grading.sandbox import isolation_prefix
+from coursekit.__main__ import main
+from coursekit.grading.sandbox import isolation_prefix
 from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, master_notebook, student_copy
 
 pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
@@ -100,7 +100,7 @@ def batch(tmp_path_factory):
 
 
 def feedback_md(batch, student):
-    from dlwb.grading.grade import _slug  # ASCII file names: a name in any script is kept inside, hashed outside
+    from coursekit.grading.grade import _slug  # ASCII file names: a name in any script is kept inside, hashed outside
 
     return (batch["out"] / "feedback" / LAB / f"{_slug(student)}.md").read_text(encoding="utf-8")
 
@@ -119,8 +119,8 @@ def test_unencodable_text_from_a_submission_is_sanitised_and_the_batch_finishes(
 
 
 def test_a_student_whose_results_cannot_be_written_is_an_error_of_that_student_only(tmp_path, monkeypatch):
-    from dlwb.grading import feedback, grade
-    from dlwb.grading.sandbox import Limits
+    from coursekit.grading import feedback, grade
+    from coursekit.grading.sandbox import Limits
 
     solutions, subs, out = tmp_path / "solutions", tmp_path / "submissions", tmp_path / "out"
     solutions.mkdir()
@@ -290,7 +290,7 @@ def test_a_written_answer_with_a_lone_surrogate_awaits_review_with_its_text_kept
 
 
 def test_a_forged_event_for_a_cell_it_was_not_given_is_the_students_error(tmp_path):
-    from dlwb.grading.sandbox import Limits, Sandbox
+    from coursekit.grading.sandbox import Limits, Sandbox
 
     forge = ("import json, os, sys\nos.write(int(sys.argv[2]), json.dumps({'event': 'cell_end', 'index': 999, "
              "'error': {'ename': 7}}).encode() + b'\\n')")

@@ -12,9 +12,10 @@ import nbformat
 import pytest
 
 from conftest import ROOT
-from dlwb.grading.grade import check_master, grade_lab
-from dlwb.grading.sandbox import Limits, isolation_prefix
-from dlwb.release import is_written_answer, release_notebook
+from coursekit.grading.grade import check_master, grade_lab
+from coursekit.grading.sandbox import Limits, isolation_prefix
+from coursekit.cells import is_written_answer
+from coursekit.release import release_notebook
 
 MASTERS = sorted((ROOT / "solutions").glob("*.ipynb"))
 
@@ -53,7 +54,7 @@ def test_master_scores_full_and_untouched_lab_scores_zero(master, tmp_path):
 
 def test_a_demo_that_uses_what_a_self_check_returned_is_not_run_by_the_grader():
     """A demo cell that plots the model a self-check trained uses no exercise name, yet needs student code."""
-    from dlwb.grading.runner import student_code_cells, trusted_setup
+    from coursekit.grading.runner import student_code_cells, trusted_setup
     from test_grading import master_notebook
 
     nb = master_notebook()

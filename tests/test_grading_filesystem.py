@@ -18,16 +18,27 @@ import nbformat
 import pytest
 
 from conftest import ROOT
-from dlwb.grading.grade import grade_lab
-from dlwb.grading.sandbox import Limits, isolation_prefix
+from coursekit.grading.grade import grade_lab
+from coursekit.grading.sandbox import Limits, isolation_prefix
 from test_grading import GOOD_MEAN, LAB, master_notebook, student_copy
 
 pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
 
+# The grader's own code, which a submission must not be able to read (it sees coursekit/sandboxed only).
+GRADER_SOURCE = [ROOT / "coursekit" / "grading" / name for name in ("grade.py", "runner.py", "sandbox.py")] + [
+    ROOT / "coursekit" / "release.py", ROOT / "coursekit" / "__main__.py"]
+
 PROBE = """\
     import os
     seen = {"root": sorted(set(os.listdir("/")) & {"home", "srv", "opt", "mnt", "media", "boot", "old_root"}),
-            "course": sorted(os.listdir(COURSE)), "labs": sorted(os.listdir(os.path.join(COURSE, "labs")))}
+            "course": sorted(os.listdir(COURSE)), "labs": sorted(os.listdir(os.path.join(COURSE, "labs"))),
+            "coursekit": sorted(os.listdir(os.path.join(COURSE, "coursekit"))),
+            "sandboxed": sorted(os.listdir(os.path.join(COURSE, "coursekit", "sandboxed")))}
+    for path in GRADER:
+        try:
+            seen[path] = len(open(path).read())
+        except OSError as err:
+            seen[path] = type(err).__name__
     for i, path in enumerate(PLANTED):
         try:
             seen[f"planted {i}"] = open(path).read()
@@ -45,6 +56,7 @@ PROBE = """\
 
 
 def test_a_submission_reads_nothing_outside_the_allow_list_and_writes_nowhere_shared(tmp_path):
+    assert all(p.is_file() for p in GRADER_SOURCE), "the probe's list of grader files is out of date"
     mark = f"dlwb-planted-{os.getpid()}"
     planted_dirs = [Path(tempfile.mkdtemp(prefix=".dlwb-clone-", dir=ROOT.parent)),  # beside the course
                     Path(tempfile.mkdtemp(prefix="dlwb-clone-", dir="/var/tmp"))]  # a host-shared folder
@@ -58,7 +70,8 @@ def test_a_submission_reads_nothing_outside_the_allow_list_and_writes_nowhere_sh
         solutions, subs, out = tmp_path / "solutions", tmp_path / "submissions", tmp_path / "out"
         solutions.mkdir()
         nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
-        prefix = f"COURSE = {str(ROOT)!r}\nPLANTED = {[str(p) for p in planted]!r}\nMARK = {mark!r}\n"
+        prefix = (f"COURSE = {str(ROOT)!r}\nPLANTED = {[str(p) for p in planted]!r}\nMARK = {mark!r}\n"
+                  f"GRADER = {[str(p) for p in GRADER_SOURCE]!r}\n")
         (subs / "probe").mkdir(parents=True)
         nbformat.write(student_copy(PROBE, GOOD_MEAN, prefix=prefix), subs / "probe" / f"{LAB}.ipynb")
         grade_lab(subs, LAB, solutions=solutions, out=out, limits=Limits(cell_timeout_s=30), jobs=1, progress=False)
@@ -76,8 +89,13 @@ def test_a_submission_reads_nothing_outside_the_allow_list_and_writes_nowhere_sh
                 path.unlink()
     for i, path in enumerate(planted):
         assert seen[f"planted {i}"] == "FileNotFoundError", f"the sandbox could read {path}: {seen}"
-    assert set(seen["course"]) <= {".venv", "labs", "data"}, seen["course"]  # no solutions, tests, .git, notebooks
+    assert set(seen["course"]) <= {".venv", "labs", "data", "coursekit"}, seen["course"]  # no solutions, tests, .git
     assert seen["labs"] == ["dlwb"], seen["labs"]
+    # Of the instructor's package, only the worker's own code: not the grader, its tests, release or lecture.
+    assert seen["coursekit"] == ["__init__.py", "sandboxed"], seen["coursekit"]
+    assert set(seen["sandboxed"]) <= {"__init__.py", "wire.py", "worker.py", "__pycache__"}, seen["sandboxed"]
+    for path in GRADER_SOURCE:
+        assert seen[str(path)] == "FileNotFoundError", f"the sandbox could read the grader's {path}: {seen}"
     assert seen["root"] == [], seen["root"]
     assert leftovers == [], f"the sandbox wrote on the host: {leftovers}"
     private = {"/tmp", "/var/tmp", "/dev/shm"}  # a fresh tmpfs each in the sandbox: writable, never the host's

@@ -5,9 +5,13 @@ No sandbox is started here: these are the grader's own passes on tiny inputs.
 
 from __future__ import annotations
 
+import json
 import zipfile
 
-from dlwb.grading import collect, wire
+import pytest
+
+from coursekit.grading import collect, feedback, notebook
+from coursekit.sandboxed import wire
 
 LAB = "lab90_toy"
 NOTEBOOK = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
@@ -124,3 +128,37 @@ def test_every_file_looked_at_and_skipped_is_listed_with_its_reason(tmp_path):
     assert f"not named {LAB}.ipynb" in reasons[f"dave/{LAB} (1).ipynb"]
     assert "student's folder" in reasons[f"{LAB}.ipynb"]
     assert "checkpoint" in reasons[f"frank/.ipynb_checkpoints/{LAB}.ipynb"]
+
+
+def test_feedback_html_escapes_student_text():
+    result = {"score": 0, "max_score": 1, "status": "graded", "message": "", "notes": ["<script>x</script>"],
+              "tests": [{"grade_id": "t", "points": 0, "max_points": 1, "status": "error",
+                         "message": "your code raised ValueError: <img src=x onerror=alert(1)>"}]}
+    page = feedback.html_page("<b>eve</b>", LAB, result)
+    assert "<script>" not in page and "<img" not in page and "&lt;b&gt;eve" in page
+
+
+def test_wire_rejects_pickles_and_objects():
+    import numpy as np
+
+    with pytest.raises(wire.WireError):
+        wire.encode(np.array([object()], dtype=object))
+    with pytest.raises(wire.WireError):
+        wire.decode({"__ndarray__": "not base64!"})
+    nested = 1
+    for _ in range(40):
+        nested = [nested]
+    with pytest.raises(wire.WireError, match="deeply"):
+        wire.decode(wire.encode([1]) and nested)
+    value = {"a": (1, 2.5, float("nan")), "b": [np.arange(3), True, None, "s"]}
+    back = wire.decode(wire.encode(value))
+    assert back["a"][:2] == (1, 2.5) and np.isnan(back["a"][2]) and back["b"][0].tolist() == [0, 1, 2]
+
+
+def test_reading_submissions_defensively():
+    with pytest.raises(notebook.SubmissionError, match="over the"):
+        notebook.read_submission(b" " * (notebook.MAX_NOTEBOOK_BYTES + 1))
+    v3 = json.dumps({"nbformat": 3, "nbformat_minor": 0, "metadata": {},
+                     "worksheets": [{"cells": [{"cell_type": "code", "input": "x = 1", "outputs": [],
+                                                "language": "python", "metadata": {}}]}]}).encode()
+    assert notebook.read_submission(v3).cells[0].source == "x = 1"  # upgraded to nbformat 4

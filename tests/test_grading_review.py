@@ -17,10 +17,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dlwb.grading.grade import grade_lab
-from dlwb.grading.gradebook import Gradebook, ReviewConflict
-from dlwb.grading.review import ReviewApp, make_server
-from dlwb.grading.sandbox import Limits, isolation_prefix
+from coursekit.grading.grade import grade_lab
+from coursekit.grading.gradebook import Gradebook, ReviewConflict
+from coursekit.grading.review import ReviewApp, make_server
+from coursekit.grading.sandbox import Limits, isolation_prefix
 from test_browser import CHROMIUM, CHROMIUM_FLAGS, sync_playwright
 from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, RUBRIC_MARK, master_notebook, student_copy
 

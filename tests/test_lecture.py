@@ -11,7 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import ROOT
-from dlwb import lecture
+from coursekit import lecture
 
 
 def notebook():

@@ -1,7 +1,7 @@
 """Our lab format is nbgrader's: its own preprocessors make the same student copy as ours.
 
 nbgrader's ClearSolutions + ClearHiddenTests (the reference implementation of the markers)
-must produce, cell for cell, the sources that `python -m dlwb release` produces (written
+must produce, cell for cell, the sources that `python -m coursekit release` produces (written
 answers, Markdown solution cells, included), its LockCells must leave the same cells
 editable, and nbgrader must accept our cell metadata.
 """
@@ -16,7 +16,7 @@ from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions, LockCells
 from nbgrader.utils import is_grade, is_solution
 
 from conftest import ROOT
-from dlwb.release import release_notebook
+from coursekit.release import release_notebook
 from test_release import master as toy_master
 
 MASTERS = sorted((ROOT / "solutions").glob("*.ipynb"))

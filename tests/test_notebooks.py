@@ -3,7 +3,7 @@
 Each notebook runs with papermill and the small settings in its ``metadata.dlwb.smoke``;
 the notebook is then re-executed by nbval, up to its last cell tagged ``nbval-check-output``,
 and those cells must print the same.
-Student labs may stop only at a ``NotImplementedError`` (an exercise left for the student).
+Student labs must stop at the ``NotImplementedError`` of their first exercise, before the second.
 A chapter's smoke run also writes its HTML page and reveal.js slides (lecture mode), checked here.
 """
 
@@ -14,7 +14,8 @@ import re
 import nbformat
 import pytest
 
-from dlwb import lecture
+from coursekit import lecture
+from coursekit.cells import is_solution
 from notebook_harness import (
     CHECK_TAG,
     discover,
@@ -57,7 +58,7 @@ def test_conventions(path):
     if is_chapter(path):
         untagged = lecture.untagged_cells(nb)
         assert not untagged, (f"cells {untagged} lack metadata.slideshow.slide_type: run "
-                              f"`python -m dlwb lecture --tag-slides {relative(path)}`")
+                              f"`python -m coursekit lecture --tag-slides {relative(path)}`")
 
 
 @pytest.mark.notebook
@@ -65,8 +66,16 @@ def test_conventions(path):
 def test_executes_and_repeats(path):
     run = execute(path)
     if path.parent.name == "labs":
-        assert run.error is None or run.error.startswith("NotImplementedError"), \
-            f"{relative(path)} failed with {run.error} before reaching an exercise; see {run.output}"
+        assert run.error is not None and run.error.startswith("NotImplementedError"), \
+            f"{relative(path)} must stop at its first exercise's stub, but ended with {run.error}; see {run.output}"
+        executed = nbformat.read(run.output, as_version=4)
+        exercises = [i for i, c in enumerate(executed.cells) if c.cell_type == "code" and is_solution(c)]
+        stop = next(i for i, c in enumerate(executed.cells)
+                    if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs))
+        second = exercises[1] if len(exercises) > 1 else len(executed.cells)
+        assert exercises and exercises[0] <= stop < second, (
+            f"{relative(path)} stopped in cell {stop}, not between its first exercise (cell {exercises[:1]}) and "
+            f"the next (cell {second}): is the first exercise's stub missing from the release? See {run.output}")
     else:
         assert run.error is None, f"{relative(path)} failed: {run.error}; executed copy: {run.output}"
     if is_chapter(path):

@@ -10,9 +10,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from conftest import ROOT
-from dlwb import release
-from dlwb.__main__ import main
-from dlwb.release import ReleaseError
+from coursekit import release
+from coursekit.__main__ import main
+from coursekit.release import ReleaseError
 
 MASTERS = sorted((ROOT / "solutions").glob("*.ipynb"))
 
@@ -214,7 +214,7 @@ def test_unreadable_master_is_a_clear_error(tmp_path, capsys):
 def test_committed_labs_match_their_masters():
     assert MASTERS, "solutions/ has no master notebooks"
     stale = release.release_all(ROOT / "solutions", ROOT / "labs", check=True)
-    assert not stale, "labs/ differs from what solutions/ generates; run `python -m dlwb release`:\n" + "\n".join(stale)
+    assert not stale, "labs/ differs from what solutions/ generates; run `python -m coursekit release`:\n" + "\n".join(stale)
 
 
 @pytest.mark.parametrize("path", MASTERS, ids=[p.name for p in MASTERS])

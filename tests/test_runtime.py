@@ -102,10 +102,17 @@ def test_get_device_missing_cuda_is_a_clear_error():
         runtime.get_device("cuda", verbose=False)
 
 
-def test_describe_environment_lists_versions_and_devices():
+def test_describe_environment_lists_versions_and_devices(monkeypatch):
+    monkeypatch.delenv(runtime.DEVICE_ENV_VAR, raising=False)
     env = runtime.describe_environment()
     assert env["torch"] == torch.__version__.split("+")[0] or env["torch"] == torch.__version__
     assert env["numpy"] == np.__version__
     assert "keras" in env and ("tensorflow-cpu" in env or "tensorflow" in env)
-    assert env["default device"].split()[0] in {"cpu", "mps"} or env["default device"].startswith("cuda")
+    if torch.cuda.is_available():
+        expected = f"cuda:0 ({torch.cuda.get_device_name(0)}, "
+    elif torch.backends.mps.is_available():
+        expected = "mps (Apple GPU)"
+    else:
+        expected = f"cpu ({torch.get_num_threads()} threads)"
+    assert env["default device"].startswith(expected), (env["default device"], expected)
     assert all(isinstance(v, str) for v in env.values())

@@ -27,9 +27,9 @@ transfer  freezing, low-rank adapters (LoRA)                (chapter 08)
 distributed  process groups, hand all-reduce, local launch (chapter 09)
 compress  int8 quantization, pruning, distillation        (chapter 10)
 checks    self-checks for lab exercises
-release   student labs generated from the master notebooks  (``python -m dlwb release``)
-grading   sandboxed, trustworthy grading of submissions     (``python -m dlwb grade``)
-lecture   executed HTML, slides and run times of the chapters (``python -m dlwb lecture``)
+
+The instructor's tools (releasing labs, grading, lecture output) are the separate package
+``coursekit``, which imports ``dlwb``; ``dlwb`` never imports it.
 """
 
 __version__ = "0.1.0"

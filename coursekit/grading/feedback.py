@@ -1,6 +1,6 @@
 """Per-student feedback, in Markdown and HTML, that never shows hidden tests or expected values.
 
-Everything shown comes from the result record (:meth:`dlwb.grading.gradebook.Gradebook.result`):
+Everything shown comes from the result record (:meth:`coursekit.grading.gradebook.Gradebook.result`):
 test names (``grade_id``), points, status and the message the runner wrote (which, for
 hidden tests, says only that a hidden test failed); for each written answer, the student's
 own text and either "awaiting review" or the instructor's points and comment. Never a

@@ -1,9 +1,9 @@
 """The sandboxed worker: runs a student's cells, then answers the grader's calls.
 
-Started by :mod:`dlwb.grading.sandbox` as ``python -m dlwb.grading.worker IN_FD OUT_FD``
+Started by :mod:`coursekit.grading.sandbox` as ``python -m coursekit.sandboxed.worker IN_FD OUT_FD``
 inside the sandbox. Everything here is untrusted once the first student cell has run:
 whatever this process sends back is treated by the grader as the student's answer, and
-only plain values (see :mod:`dlwb.grading.wire`) are accepted.
+only plain values (see :mod:`coursekit.sandboxed.wire`) are accepted.
 
 Protocol (one JSON object per line): the grader sends ``{"cells": [{"index", "source"}],
 "limits": {...}, "uid": int|null}``; the worker sends ``cell_start`` / ``cell_end`` events
@@ -20,7 +20,7 @@ import sys
 import traceback
 import types
 
-from dlwb.grading import wire
+from coursekit.sandboxed import wire
 
 MAX_TRACEBACK_CHARS = 4_000
 

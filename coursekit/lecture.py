@@ -1,8 +1,8 @@
 """Lecture mode: run the chapters, write executed HTML, reveal.js slides and a run-time table.
 
-    python -m dlwb lecture                       every chapter with its lecture settings (GPU if present)
-    python -m dlwb lecture --smoke --only 00_setup   the small settings of ``metadata.dlwb.smoke``
-    python -m dlwb lecture --tag-slides notebooks/*.ipynb   (re)write the slide metadata of chapters
+    python -m coursekit lecture                       every chapter with its lecture settings (GPU if present)
+    python -m coursekit lecture --smoke --only 00_setup   the small settings of ``metadata.dlwb.smoke``
+    python -m coursekit lecture --tag-slides notebooks/*.ipynb   (re)write the slide metadata of chapters
 
 For each chapter ``NAME`` the output folder (``build/lecture/`` by default) gets the executed
 notebook ``NAME.ipynb``, the page ``NAME.html`` and the slides ``NAME.slides.html``, and
@@ -31,10 +31,9 @@ from pathlib import Path
 
 import nbformat
 
-from dlwb.download import COURSE_ROOT
+from coursekit.cells import course_settings
+from coursekit.layout import CHAPTERS, LECTURE_OUT
 
-CHAPTERS = COURSE_ROOT / "notebooks"
-DEFAULT_OUT = COURSE_ROOT / "build" / "lecture"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 SLIDE_TYPES = ("slide", "subslide", "fragment", "skip", "notes", "-")
 # A code cell that draws: matplotlib, the course's plots, or an ipywidgets explorer.
@@ -228,11 +227,11 @@ class ChapterRun:
     slides: Path
 
 
-def run_chapter(path: Path, out_dir: Path = DEFAULT_OUT, *, smoke: bool = False,
+def run_chapter(path: Path, out_dir: Path = LECTURE_OUT, *, smoke: bool = False,
                 timeout_s: int | None = 3600) -> ChapterRun:
     """Execute one chapter (lecture or smoke settings) and export its page and slides."""
     nb = nbformat.read(path, as_version=4)
-    settings = nb.metadata.get("dlwb", {})
+    settings = course_settings(nb)
     executed = out_dir / f"{path.stem}.ipynb"
     start = time.perf_counter()
     error = execute(path, executed, parameters=settings.get("smoke", {}) if smoke else {}, timeout_s=timeout_s)
@@ -254,7 +253,7 @@ def run_times_table(runs: Iterable[ChapterRun]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(paths: Sequence[Path], out_dir: Path = DEFAULT_OUT, *, smoke: bool = False,
+def build(paths: Sequence[Path], out_dir: Path = LECTURE_OUT, *, smoke: bool = False,
           timeout_s: int | None = 3600, log=print) -> list[ChapterRun]:
     """Run every chapter in ``paths``, export each, and write ``out_dir/run_times.md``."""
     runs = []

@@ -23,10 +23,11 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from dlwb.grading import wire
-from dlwb.grading.notebook import Program
-from dlwb.grading.sandbox import BudgetSpent, CallTimedOut, SandboxDied
-from dlwb.release import BEGIN_HIDDEN, END_HIDDEN
+from coursekit.sandboxed import wire
+from coursekit import cells
+from coursekit.grading.notebook import Program
+from coursekit.grading.sandbox import BudgetSpent, CallTimedOut, SandboxDied
+from coursekit.release import BEGIN_HIDDEN, END_HIDDEN
 
 
 class StudentError(Exception):
@@ -115,8 +116,7 @@ def used_names(source: str) -> set[str]:
 
 
 def _is_instructor_cell(cell) -> bool:
-    meta = cell.metadata.get("nbgrader", {})
-    return cell.cell_type == "code" and not meta.get("solution") and not meta.get("grade")
+    return cell.cell_type == "code" and not cells.is_solution(cell) and not cells.is_graded(cell)
 
 
 def _top_level(source: str, ctx) -> set[str]:
@@ -174,7 +174,7 @@ def trusted_setup(master) -> str:
 def student_names(master) -> set[str]:
     names = set()
     for cell in master.cells:
-        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+        if cell.cell_type == "code" and cells.is_solution(cell):
             body = ast.parse(cell.source).body
             names |= {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
             targets = [t for n in body if isinstance(n, (ast.Assign, ast.AnnAssign))
@@ -258,8 +258,8 @@ def run_tests(master, program: Program, sandbox, cell_errors: dict[str, tuple[st
               died: str | None) -> list[TestResult]:
     """Execute each graded cell here; the student's names are fetched from the sandbox on use.
 
-    ``sandbox`` is anything with the ``request`` of :class:`dlwb.grading.sandbox.Sandbox`
-    (a :class:`dlwb.grading.session.Session`, which restarts the worker after a time-out).
+    ``sandbox`` is anything with the ``request`` of :class:`coursekit.grading.sandbox.Sandbox`
+    (a :class:`coursekit.grading.session.Session`, which restarts the worker after a time-out).
     """
     trusted: dict = {"__name__": "__grader__"}
     try:

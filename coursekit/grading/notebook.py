@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from dlwb.grading import written
-from dlwb.release import is_written_answer, release_notebook
+from coursekit.cells import grade_id, is_graded, is_solution, is_written_answer, points
+from coursekit.grading import written
+from coursekit.release import release_notebook
 
 MAX_NOTEBOOK_BYTES = 100 << 20
 
@@ -51,12 +52,6 @@ def read_submission(raw: bytes, *, name: str = "the notebook"):
         if not isinstance(cell.get("source"), str) or not isinstance(cell.get("metadata"), dict):
             raise SubmissionError(f"{name} has a malformed cell (source or metadata missing)")
     return nb
-
-
-def grade_id(cell) -> str | None:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    value = meta.get("grade_id") if isinstance(meta, dict) else None
-    return value if isinstance(value, str) else None
 
 
 @dataclass
@@ -122,8 +117,7 @@ def build_program(master, submission) -> Program:
         else:
             student[gid] = cell["source"]
     released = release_notebook(master)
-    exercise_ids = [grade_id(c) for c in master.cells if c.metadata.get("nbgrader", {}).get("solution")
-                    and c.cell_type == "code"]
+    exercise_ids = [grade_id(c) for c in master.cells if is_solution(c) and c.cell_type == "code"]
     if exercise_ids and not any(gid in student for gid in exercise_ids):
         raise SubmissionError(
             f"this is not the expected lab: none of its exercise cells ({', '.join(exercise_ids)}) are in the "
@@ -138,19 +132,17 @@ def build_program(master, submission) -> Program:
             gid = grade_id(cell)
             answer, notes = written.answer_text(student.get(gid, ""), gid)
             program.written.append({"index": index, "grade_id": gid, "answer": answer,
-                                    "points": float(cell.metadata["nbgrader"]["points"])})
+                                    "points": points(cell)})
             program.notes += notes
             continue
         if cell.cell_type != "code":
             continue
-        meta = cell.metadata.get("nbgrader", {})
         gid = grade_id(cell)
-        if meta.get("grade"):
-            program.tests.append({"index": index, "grade_id": gid, "points": float(meta.get("points", 0)),
-                                  "source": cell.source})
+        if is_graded(cell):
+            program.tests.append({"index": index, "grade_id": gid, "points": points(cell), "source": cell.source})
             continue
         source = public.source
-        if meta.get("solution"):
+        if is_solution(cell):
             program.exercises[index] = gid
             if gid in student:
                 source = student[gid]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from dlwb.grading.notebook import Program
-from dlwb.grading.runner import student_code_cells
-from dlwb.grading.sandbox import BudgetSpent, CallTimedOut, CellResult, RunReport, Sandbox, SandboxDied
+from coursekit.grading.notebook import Program
+from coursekit.grading.runner import student_code_cells
+from coursekit.grading.sandbox import BudgetSpent, CallTimedOut, CellResult, RunReport, Sandbox, SandboxDied
 
 MAX_RESTARTS = 4
 

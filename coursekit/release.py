@@ -11,10 +11,10 @@ alone (as nbgrader's converters are lists of preprocessors):
 6. :func:`lock_cells`        read-only cells marked non-editable, non-deletable for JupyterLab.
 
 A written answer is nbgrader's "manually graded answer": a Markdown cell that is both a
-solution and a graded cell (see :func:`is_written_answer`); the student gets it as
+solution and a graded cell (see :func:`coursekit.cells.is_written_answer`); the student gets it as
 ``YOUR ANSWER HERE``, editable, and an instructor marks it against its rubric.
 :func:`find_leaks` then checks that no solution, hidden-test or rubric line survived. The
-command line is ``python -m dlwb release [--check]``.
+command line is ``python -m coursekit release [--check]``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
+
+from coursekit import cells
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -37,20 +39,8 @@ class ReleaseError(ValueError):
     """A master notebook is malformed; the message names the notebook cell and the fix."""
 
 
-def is_written_answer(cell) -> bool:
-    """A cell the student answers in prose and an instructor marks (nbgrader: solution and grade)."""
-    meta = cell.metadata.get("nbgrader", {})
-    return bool(meta.get("solution") and meta.get("grade"))
-
-
-def rubric(cell) -> str | None:
-    """The marking rubric of a written answer (Markdown), kept in ``metadata.dlwb.rubric`` of the master."""
-    value = cell.metadata.get("dlwb", {}).get("rubric")
-    return value if isinstance(value, str) else None
-
-
 def _cell_name(index: int, cell) -> str:
-    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+    grade_id = cells.grade_id(cell)
     return f"cell {index}" + (f" ({grade_id})" if grade_id else "")
 
 
@@ -80,16 +70,17 @@ def validate_master(nb):
     seen: dict[str, int] = {}
     for i, cell in enumerate(nb.cells):
         where = _cell_name(i, cell)
-        meta = cell.metadata.get("nbgrader", {})
+        meta = cells.nbgrader(cell)
         solution_blocks = _blocks(cell.source, BEGIN_SOLUTION, END_SOLUTION, where)
         _blocks(cell.source, BEGIN_HIDDEN, END_HIDDEN, where)
-        if solution_blocks and not meta.get("solution"):
+        if solution_blocks and not cells.is_solution(cell):
             raise ReleaseError(f"{where}: has solution markers but not nbgrader metadata 'solution': true")
-        if meta.get("solution") and cell.cell_type == "code" and not solution_blocks:
+        if cells.is_solution(cell) and cell.cell_type == "code" and not solution_blocks:
             raise ReleaseError(f"{where}: is a solution cell without '{BEGIN_SOLUTION}' markers")
-        if meta.get("grade") and not isinstance(meta.get("points"), (int, float)):
+        points = meta.get("points")
+        if cells.is_graded(cell) and (not isinstance(points, (int, float)) or isinstance(points, bool)):
             raise ReleaseError(f"{where}: a graded cell needs numeric 'points' in its nbgrader metadata")
-        if is_written_answer(cell):
+        if cells.is_written_answer(cell):
             _validate_written_answer(cell, where, solution_blocks)
         grade_id = meta.get("grade_id")
         if grade_id is not None:
@@ -106,7 +97,7 @@ def _validate_written_answer(cell, where: str, solution_blocks: list[tuple[int, 
     if not solution_blocks:
         raise ReleaseError(f"{where}: a written answer needs its model answer between '{BEGIN_SOLUTION}' and "
                            f"'{END_SOLUTION}' lines")
-    if not (rubric(cell) or "").strip():
+    if not (cells.rubric(cell) or "").strip():
         raise ReleaseError(f"{where}: a written answer needs a marking rubric: metadata.dlwb.rubric, Markdown "
                            "saying what earns each point")
 
@@ -149,11 +140,7 @@ def clear_hidden_tests(nb):
 def clear_rubrics(nb):
     """Remove each written answer's rubric (``metadata.dlwb.rubric``); an emptied ``dlwb`` goes too."""
     for cell in nb.cells:
-        extra = cell.metadata.get("dlwb")
-        if isinstance(extra, dict) and "rubric" in extra:
-            del extra["rubric"]
-            if not extra:
-                del cell.metadata["dlwb"]
+        cells.drop_rubric(cell)
     return nb
 
 
@@ -176,10 +163,9 @@ def lock_cells(nb):
     (a written answer), which stays editable and only cannot be deleted.
     """
     for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if is_written_answer(cell):
+        if cells.is_written_answer(cell):
             cell.metadata["deletable"] = False
-        elif meta.get("locked") or meta.get("grade"):
+        elif cells.is_locked(cell) or cells.is_graded(cell):
             cell.metadata["editable"] = False
             cell.metadata["deletable"] = False
     return nb
@@ -228,7 +214,7 @@ def find_leaks(master, release) -> list[str]:
                 unmarked.add(line.strip())
             elif _meaningful(line, cell.cell_type):
                 secret.add(line.strip())
-        secret |= {line.strip() for line in (rubric(cell) or "").splitlines() if _meaningful(line, "markdown")}
+        secret |= {line.strip() for line in (cells.rubric(cell) or "").splitlines() if _meaningful(line, "markdown")}
     released = {line.strip() for cell in release.cells
                 for text in (cell.source, *_texts(dict(cell.metadata))) for line in text.splitlines()}
     return sorted(released & (secret - unmarked))

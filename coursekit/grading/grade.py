@@ -1,6 +1,6 @@
 """Grade one submission, or a whole lab's worth of them in parallel.
 
-Each submission is graded by its own grader process (``python -m dlwb.grading.grade SPEC``),
+Each submission is graded by its own grader process (``python -m coursekit.grading.grade SPEC``),
 which starts its own sandbox: a crash, a hang or a resource blow-up costs one student's
 result (reported as such), never the batch. The batch runs ``jobs`` of them at a time.
 """
@@ -22,14 +22,15 @@ from pathlib import Path
 import nbformat
 from tqdm.auto import tqdm
 
+from coursekit import cells
+from coursekit.grading import feedback, written
+from coursekit.grading.collect import Submission, collect
+from coursekit.grading.gradebook import Gradebook
+from coursekit.grading.notebook import SubmissionError, build_program, read_submission
+from coursekit.grading.runner import defined_names, run_tests, student_code_cells, undefined_names
+from coursekit.grading.sandbox import Limits, Sandbox
+from coursekit.grading.session import Session
 from dlwb.download import MANIFEST_PATH, cache_dir, data_dirs
-from dlwb.grading import feedback, written
-from dlwb.grading.collect import Submission, collect
-from dlwb.grading.gradebook import Gradebook
-from dlwb.grading.notebook import SubmissionError, build_program, read_submission
-from dlwb.grading.runner import defined_names, run_tests, student_code_cells, undefined_names
-from dlwb.grading.sandbox import Limits, Sandbox
-from dlwb.grading.session import Session
 
 GRADER_GRACE_S = 60.0  # on top of the sandbox's own limits, before a grader process is killed
 
@@ -47,10 +48,9 @@ def _result(status: str, message: str, tests: list[dict], notes: list[str], outp
 
 
 def _ungraded(master, status: str, message: str) -> dict:
-    tests = [{"grade_id": c.metadata["nbgrader"]["grade_id"], "points": 0.0,
-              "max_points": float(c.metadata["nbgrader"].get("points", 0)), "status": status, "message": message,
-              "seconds": 0.0}
-             for c in master.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    tests = [{"grade_id": cells.grade_id(c), "points": 0.0, "max_points": cells.points(c), "status": status,
+              "message": message, "seconds": 0.0}
+             for c in master.cells if cells.is_graded(c)]
     return _result(status, message, tests, [])
 
 
@@ -74,7 +74,7 @@ def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[
     notes, events, lab_problems = [], [], []
 
     def label(index: int) -> str:
-        gid = master.cells[index].metadata.get("nbgrader", {}).get("grade_id") or str(index)
+        gid = cells.grade_id(master.cells[index]) or str(index)
         return f"exercise cell {gid}" if index in program.exercises else f"cell {gid}"
 
     for cell in report.cells:
@@ -198,7 +198,7 @@ def summary(run: LabRun) -> str:
     if run.awaiting_review:
         lines += [f"{run.awaiting_review} written answer(s) ({run.awaiting_points:g} points) await review; the "
                   "scores above do not count them yet. Mark them with "
-                  f"`python -m dlwb review --out {run.gradebook.parent} --lab {run.lab}`.", ""]
+                  f"`python -m coursekit review --out {run.gradebook.parent} --lab {run.lab}`.", ""]
     if run.lab_problems:
         lines += ["## Cells of the lab that failed in grading (not shown to students)", "",
                   "The sandbox has no network and reads only Python, dlwb and the lab's data; a cell that "
@@ -222,8 +222,7 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
     master = nbformat.read(master_path, as_version=4)
     check_master(master, master_path)
     master_sha = hashlib.sha256(master_path.read_bytes()).hexdigest()
-    max_points = sum(float(c.metadata["nbgrader"].get("points", 0)) for c in master.cells
-                     if c.metadata.get("nbgrader", {}).get("grade"))
+    max_points = sum(cells.points(c) for c in master.cells if cells.is_graded(c))
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     workspace = Path(tempfile.mkdtemp(prefix="dlwb-grading-"))
@@ -286,7 +285,7 @@ def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits,
                                             "allow_unisolated": allow_unisolated,
                                             "result": str(spec.with_suffix(".result.json"))}))
                 with open(spec.with_suffix(".err"), "wb") as stderr:
-                    proc = subprocess.Popen([sys.executable, "-m", "dlwb.grading.grade", str(spec)],
+                    proc = subprocess.Popen([sys.executable, "-m", "coursekit.grading.grade", str(spec)],
                                             stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
                 running[student] = (proc, spec, time.monotonic())
             time.sleep(0.05)

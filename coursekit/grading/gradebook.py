@@ -147,7 +147,7 @@ class Gradebook:
         self.db.close()
 
     def record(self, *, lab: str, max_points: float, master_sha256: str, submission, result: dict) -> int:
-        """Store one graded submission (``result`` from :func:`dlwb.grading.grade.grade_one`); returns its id.
+        """Store one graded submission (``result`` from :func:`coursekit.grading.grade.grade_one`); returns its id.
 
         Reviews of its written answers are kept (they are not the result's to replace).
         """

@@ -10,7 +10,8 @@ Isolation on Linux (with ``unshare``; as root, or through a user namespace other
 - a new mount namespace whose root is a fresh tmpfs built from an allow-list (then
   ``pivot_root``: the machine's own file system is gone, not covered): read-only binds of the
   system's programs and libraries (``/usr/bin``, ``/usr/lib*``), the Python installation (the
-  virtual environment and the base interpreter's prefix), the ``dlwb`` package and the lab's
+  virtual environment and the base interpreter's prefix), the ``dlwb`` package, the worker's own
+  code (``coursekit.sandboxed``: none of the grader, its tests or the master notebooks) and the lab's
   data; a minimal ``/etc`` written for it; ``/dev`` with its basic devices; ``/proc`` of its
   own PID namespace; private, size-limited tmpfs for ``/tmp``, ``/var/tmp`` and ``/dev/shm``;
   and its own working folder, the only place on the machine it can write;
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from dlwb.grading import wire
+from coursekit.sandboxed import wire
 
 NOBODY_UID = 65534
 
@@ -209,19 +210,21 @@ class Sandbox:
 
     def _binds(self) -> list[tuple[Path, bool]]:
         """Everything the sandbox sees of the machine, as (path, writable); the same path inside."""
+        import coursekit.sandboxed
         import dlwb
 
+        sandboxed = Path(coursekit.sandboxed.__file__).resolve().parent  # the worker and the wire format, no more
         system = [Path(p) for p in SYSTEM_DIRS if Path(p).is_dir() and not Path(p).is_symlink()]
         system += [Path(p) for p in TOP_DIRS if Path(p).is_dir() and not Path(p).is_symlink()]
         python = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()} - {Path("/usr"), Path("/")}
         config = [Path("/etc/ld.so.cache"), Path("/etc/fonts")]  # where libraries are; fonts' settings
         readable = [*system, *python, *config, Path(dlwb.__file__).resolve().parent,
-                    *(p.resolve() for p in self.readable)]
+                    sandboxed.parent / "__init__.py", sandboxed, *(p.resolve() for p in self.readable)]
         binds = [(p, False) for p in readable if p.exists()]
         return [*binds, (self.workdir.resolve(), True)]
 
     def _command(self, in_fd: int, out_fd: int) -> list[str]:
-        worker = [sys.executable, "-I", "-u", "-m", "dlwb.grading.worker", str(in_fd), str(out_fd)]
+        worker = [sys.executable, "-I", "-u", "-m", "coursekit.sandboxed.worker", str(in_fd), str(out_fd)]
         if not self.isolated:
             return worker
         binds = self._binds()

@@ -1,6 +1,6 @@
 """The instructors' review page: mark written answers in a browser, on this machine only.
 
-``python -m dlwb review --out GRADEBOOK`` serves, on 127.0.0.1 and with a random token (as
+``python -m coursekit review --out GRADEBOOK`` serves, on 127.0.0.1 and with a random token (as
 JupyterLab does), the latest submissions' written answers: each with its question and rubric
 (from the master in ``solutions/``), the student's text and that submission's automatic
 results, and a form for points and a comment. Saving writes the review into the gradebook
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import nbformat
 
-from dlwb.grading.gradebook import Gradebook, ReviewConflict
-from dlwb.release import is_written_answer, rubric
+from coursekit.grading.gradebook import Gradebook, ReviewConflict
+from coursekit import cells
 
 MAX_FORM_BYTES = 64 << 10
 MAX_COMMENT_CHARS = 10_000
@@ -37,7 +37,7 @@ class ReviewApp:
         self.out, self.solutions, self.lab, self.reviewer = out, solutions, lab, reviewer
         self.token = secrets.token_urlsafe(24)
         if not (out / "gradebook.sqlite").is_file():
-            raise FileNotFoundError(f"no gradebook in {out}: grade a lab first (python -m dlwb grade … --out {out})")
+            raise FileNotFoundError(f"no gradebook in {out}: grade a lab first (python -m coursekit grade … --out {out})")
 
     def book(self) -> Gradebook:
         return Gradebook(self.out / "gradebook.sqlite")
@@ -49,8 +49,8 @@ class ReviewApp:
         """The Markdown cell before the written answer in the master, and its rubric."""
         master = nbformat.read(self.solutions / f"{lab}.ipynb", as_version=4)
         for i, cell in enumerate(master.cells):
-            if is_written_answer(cell) and cell.metadata["nbgrader"].get("grade_id") == grade_id:
-                return (master.cells[i - 1].source if i else ""), rubric(cell) or ""
+            if cells.is_written_answer(cell) and cells.grade_id(cell) == grade_id:
+                return (master.cells[i - 1].source if i else ""), cells.rubric(cell) or ""
         return f"(no written answer {grade_id} in {self.solutions / f'{lab}.ipynb'})", ""
 
     def index(self) -> str:
@@ -115,7 +115,7 @@ class ReviewApp:
 
     def save(self, form: dict) -> tuple[int, str]:
         """``(HTTP status, page)`` for a submitted form; bad input or a conflict changes nothing."""
-        from dlwb.grading.grade import write_feedback
+        from coursekit.grading.grade import write_feedback
 
         try:
             submission_id, grade_id = int(form.get("submission", "")), form.get("part", "")
@@ -175,7 +175,7 @@ def make_server(app: ReviewApp, port: int = 0) -> http.server.ThreadingHTTPServe
             query = dict(urllib.parse.parse_qsl(url.query))
             if not self.allowed(query.get("token", "")):
                 return self.reply(403, app.page("Forbidden: open the address with ?token=… that "
-                                                "`python -m dlwb review` printed."))
+                                                "`python -m coursekit review` printed."))
             try:
                 if url.path == "/":
                     return self.reply(200, app.index())

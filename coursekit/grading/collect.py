@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from dlwb.grading.notebook import MAX_NOTEBOOK_BYTES
+from coursekit.grading.notebook import MAX_NOTEBOOK_BYTES
 
 MAX_ZIP_BYTES = 4 << 30  # all notebooks of one lab, uncompressed
 

@@ -9,13 +9,13 @@ Modules, in the order a submission meets them:
 
 collect    find each student's latest submission (directory or zip), by file time
 notebook   read, validate and upgrade a submission; rebuild it on the instructor's cells
-wire       the only encoding of values that crosses the sandbox boundary
 sandbox    start the worker isolated (namespaces, an allow-list root, limits), talk to it
-worker     runs inside the sandbox: executes the student's cells, answers calls
+           (the worker and ``wire``, the only encoding of values that crosses the boundary,
+           are ``coursekit.sandboxed``: the one part of coursekit the sandbox can see)
 session    one submission's worker across restarts after time-outs, within its time budget
 runner     executes the graded test cells in the grader, with student names as proxies
 gradebook  SQLite gradebook and CSV export
 feedback   per-student Markdown/HTML feedback without hidden tests or expected values
 grade      grade one submission, or a batch in parallel; the instructor's summary
-cli        ``python -m dlwb grade``
+cli        ``python -m coursekit grade`` (coursekit/__main__.py)
 """

@@ -1,0 +1,81 @@
+"""The split between dlwb (what notebooks and student labs import) and coursekit (the instructor's tools)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import coursekit
+import dlwb
+from conftest import ROOT
+
+INSTRUCTOR_MODULES = {"grading", "release", "lecture", "sandboxed", "layout"}
+
+
+def imported_modules(package_dir: Path) -> dict[Path, set[str]]:
+    """Every module each file of a package imports (absolute names; relative imports as written)."""
+    found = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module if node.level == 0 else "." * node.level + node.module)
+        found[path] = names
+    return found
+
+
+def test_the_student_package_holds_no_instructor_tool():
+    modules = {m.name for m in pkgutil.iter_modules(dlwb.__path__)}
+    assert not modules & INSTRUCTOR_MODULES, f"instructor tools inside dlwb: {sorted(modules & INSTRUCTOR_MODULES)}"
+    assert {"train", "data", "runtime", "checks"} <= modules, sorted(modules)  # the listing itself works
+    assert Path(dlwb.__file__).resolve().parent == ROOT / "labs" / "dlwb"
+    assert Path(coursekit.__file__).resolve().parent == ROOT / "coursekit"
+
+
+def test_dlwb_never_imports_coursekit_and_coursekit_builds_on_dlwb():
+    dlwb_imports = imported_modules(ROOT / "labs" / "dlwb")
+    offenders = {str(p.relative_to(ROOT)): sorted(n for n in names if n.split(".")[0] == "coursekit")
+                 for p, names in dlwb_imports.items()}
+    assert not any(offenders.values()), f"dlwb imports coursekit: {offenders}"
+    kit_imports = set().union(*imported_modules(ROOT / "coursekit").values())
+    assert any(n.split(".")[0] == "dlwb" for n in kit_imports), "coursekit is expected to build on dlwb"
+    # At run time too: importing every dlwb module loads nothing of coursekit.
+    names = sorted(m.name for m in pkgutil.iter_modules(dlwb.__path__) if m.name != "__main__")
+    script = ("import importlib, sys\n"
+              f"for name in {names!r}:\n    importlib.import_module('dlwb.' + name)\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'coursekit'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
+
+
+def test_the_sandboxed_worker_imports_only_its_own_folder_and_the_standard_library():
+    allowed_third_party = {"numpy"}  # the wire format's arrays
+    stdlib = set(sys.stdlib_module_names)
+    for path, names in imported_modules(ROOT / "coursekit" / "sandboxed").items():
+        for name in names:
+            top = name.split(".")[0]
+            assert (top in stdlib or top in allowed_third_party or name in {"__future__", "coursekit.sandboxed"}
+                    or name.startswith("coursekit.sandboxed.")), \
+                f"{path.name} imports {name}: the sandbox cannot see it (it binds only coursekit/sandboxed)"
+
+
+@pytest.mark.parametrize("command", ["release --check", "grade subs --lab lab01_cross_entropy", "lecture --smoke"])
+def test_the_old_dlwb_commands_name_the_new_ones(command):
+    result = subprocess.run([sys.executable, "-m", "dlwb", *command.split()], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"python -m coursekit {command}" in result.stderr, result.stderr
+
+
+def test_the_coursekit_command_line_lists_its_commands():
+    result = subprocess.run([sys.executable, "-m", "coursekit", "--help"], capture_output=True, text=True, check=True)
+    for command in ("release", "grade", "review", "lecture"):
+        assert command in result.stdout, result.stdout
