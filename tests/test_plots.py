@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from dlwb import plots
+from dlwb import metrics, plots
 from dlwb.train import History
 
 
@@ -121,7 +121,7 @@ def test_image_grid_titles_mark_mistakes():
 
 
 def test_confusion_matrix_counts():
-    cm = plots.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], num_classes=3)
+    cm = metrics.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], num_classes=3)
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
     assert cm.sum() == 6
     fig = plots.plot_confusion_matrix(cm, ["a", "b", "c"], normalize=True)
@@ -129,9 +129,9 @@ def test_confusion_matrix_counts():
     assert texts[0] == "0.50" and texts[-1] == "0.67"
     plt.close(fig)
     with pytest.raises(ValueError, match="same shape"):
-        plots.confusion_matrix([0, 1], [0])
+        metrics.confusion_matrix([0, 1], [0])
     with pytest.raises(ValueError, match="num_classes"):
-        plots.confusion_matrix([0, 5], [0, 1], num_classes=3)
+        metrics.confusion_matrix([0, 5], [0, 1], num_classes=3)
 
 
 def test_keras_live_plot_records_draws_and_prints_each_epoch(capsys):

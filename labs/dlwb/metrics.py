@@ -1,15 +1,29 @@
-"""Classification metrics from scratch: precision, recall, F1 (macro), ROC curves and AUC.
+"""Classification metrics from scratch: the confusion matrix, precision, recall, F1 (macro), ROC curves and AUC.
 
-Defined in chapter 03, where each is derived from the confusion matrix
-(:func:`dlwb.plots.confusion_matrix`: rows are true classes, columns predicted classes)
-and checked against ``sklearn.metrics``.
+Defined in chapter 03, where each is derived from the confusion matrix (:func:`confusion_matrix`:
+rows are true classes, columns predicted classes) and checked against ``sklearn.metrics``.
+Only NumPy: :mod:`dlwb.plots` draws these numbers, and nothing here depends on it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dlwb.plots import confusion_matrix
+
+def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
+    """Counts ``C[i, j]`` = number of samples of true class ``i`` predicted as class ``j``.
+
+    Defined in chapter 03.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape")
+    largest = int(max(y_true.max(), y_pred.max()))
+    k = num_classes or largest + 1
+    if largest >= k or min(y_true.min(), y_pred.min()) < 0:
+        raise ValueError(f"labels must be in [0, {k}); found {min(y_true.min(), y_pred.min())}..{largest}: "
+                         "pass the right num_classes")
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
 def safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

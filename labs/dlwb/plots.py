@@ -172,22 +172,6 @@ def image_grid(images, labels=None, predictions=None, *, ncols: int = 8, cmap: s
     return fig
 
 
-def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:
-    """Counts ``C[i, j]`` = number of samples of true class ``i`` predicted as class ``j``.
-
-    Defined in chapter 03.
-    """
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must have the same shape")
-    largest = int(max(y_true.max(), y_pred.max()))
-    k = num_classes or largest + 1
-    if largest >= k or min(y_true.min(), y_pred.min()) < 0:
-        raise ValueError(f"labels must be in [0, {k}); found {min(y_true.min(), y_pred.min())}..{largest}: "
-                         "pass the right num_classes")
-    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
-
-
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str] | None = None, *, normalize: bool = False):
     """Heat map of a confusion matrix with the count (or row share) written in each cell.
 
