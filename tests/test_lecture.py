@@ -71,7 +71,7 @@ def test_run_times_table(tmp_path):
 @pytest.mark.notebook
 def test_cli_builds_pages_slides_and_run_times(tmp_path):
     out = tmp_path / "lecture"
-    command = [sys.executable, "-m", "dlwb", "lecture", "--smoke", "--only", "00_setup", "--out", str(out)]
+    command = [sys.executable, "-m", "coursekit", "lecture", "--smoke", "--only", "00_setup", "--out", str(out)]
     # MPLBACKEND=Agg as under `make test`: lecture mode must still embed figures (inline backend).
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "MPLBACKEND": "Agg"})
