@@ -19,9 +19,14 @@ def _mapping(value) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
 
+def _section(node, key: str) -> Mapping:
+    """``node.metadata[key]`` of a cell or notebook, empty where either is missing or not a mapping."""
+    return _mapping(_mapping(node.get("metadata")).get(key))
+
+
 def nbgrader(cell) -> Mapping:
     """The cell's nbgrader metadata (empty if it has none)."""
-    return _mapping(_mapping(cell.get("metadata")).get("nbgrader"))
+    return _section(cell, "nbgrader")
 
 
 def grade_id(cell) -> str | None:
@@ -56,7 +61,7 @@ def is_written_answer(cell) -> bool:
 
 def rubric(cell) -> str | None:
     """The marking rubric of a written answer (Markdown), kept in ``metadata.dlwb.rubric`` of the master."""
-    value = _mapping(_mapping(cell.get("metadata")).get(COURSE_KEY)).get("rubric")
+    value = _section(cell, COURSE_KEY).get("rubric")
     return value if isinstance(value, str) else None
 
 
@@ -71,4 +76,4 @@ def drop_rubric(cell) -> None:
 
 def course_settings(nb) -> Mapping:
     """A notebook's ``metadata.dlwb``: its smoke settings (``smoke``), budget (``budget_s``), prose sources."""
-    return _mapping(_mapping(nb.get("metadata")).get(COURSE_KEY))
+    return _section(nb, COURSE_KEY)

@@ -112,9 +112,13 @@ def timing_file(path: Path, timings_dir: Path = TIMINGS) -> Path:
     return timings_dir / f"{path.parent.name}__{path.stem}.json"
 
 
+def checked_cells(nb) -> list[int]:
+    """Indices of the cells tagged ``nbval-check-output``."""
+    return [i for i, c in enumerate(nb.cells) if CHECK_TAG in c.metadata.get("tags", [])]
+
+
 def has_checked_cells(path: Path) -> bool:
-    nb = nbformat.read(path, as_version=4)
-    return any(CHECK_TAG in c.metadata.get("tags", []) for c in nb.cells)
+    return bool(checked_cells(nbformat.read(path, as_version=4)))
 
 
 def through_last_checked_cell(executed: Path) -> Path:
@@ -124,7 +128,7 @@ def through_last_checked_cell(executed: Path) -> Path:
     already, so the re-run leaves them out.
     """
     nb = nbformat.read(executed, as_version=4)
-    checked = [i for i, c in enumerate(nb.cells) if CHECK_TAG in c.metadata.get("tags", [])]
+    checked = checked_cells(nb)
     if not checked:
         raise ValueError(f"{executed} has no cell tagged {CHECK_TAG!r}: nothing to re-check")
     nb.cells = nb.cells[:checked[-1] + 1]
