@@ -56,7 +56,7 @@ lecture: $(STAMP)
 constraints: $(STAMP)
 	@{ echo "# Full resolved environment (pip freeze of a Linux x86_64 install), regenerated with \`make constraints\`."; \
 	   echo "# Used as:  pip install -r requirements.txt -c constraints.txt"; \
-	   $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^mnist[-_]dnn==' | sed -E \
+	   $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(mnist[-_]dnn|jupyterlab[-_]rise|sphinx[-_]revealjs)==' | sed -E \
 	     -e 's/\+cpu$$//' \
 	     -e 's/^tensorflow_cpu==(.*)$$/tensorflow-cpu==\1; sys_platform == "linux" and platform_machine == "x86_64"\ntensorflow==\1; sys_platform != "linux" or platform_machine != "x86_64"/'; \
 	 } > constraints.txt

@@ -14,6 +14,16 @@ subslide (reveal.js: below the slide), a code cell that draws a figure or a widg
 subslide of its own so the figure is large, the first (title) cell is a slide, the
 ``parameters`` cell is skipped, and every other cell continues the slide before it.
 
+The slides then show one idea at a time (:func:`slide_deck`, at export; the chapters are not
+changed): a Markdown cell is cut at each of its headings, and prose longer than
+``MAX_SLIDE_WORDS`` continues on sub-slides, cut between paragraphs and list items.
+
+Pages and slides work offline, from ``file://``: MathJax and reveal.js are copied from installed
+packages into the output folder's ``_static/`` (:mod:`coursekit.lecture_assets`) and loaded by
+relative URL, so the folder can be copied to a USB stick as it is. To present live, running
+cells on the slides, open a chapter in JupyterLab and start RISE (``Alt+R``, or the toolbar's
+slideshow button): it uses the same slide metadata.
+
 Chapters run in the notebook's own folder with the inline matplotlib backend, so that figures
 are embedded in the pages (``make test`` sets ``MPLBACKEND=Agg`` for everything else).
 """
@@ -31,6 +41,7 @@ from pathlib import Path
 
 import nbformat
 
+from coursekit import lecture_assets
 from coursekit.cells import course_settings
 from coursekit.layout import CHAPTERS, LECTURE_OUT
 
@@ -38,6 +49,11 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 SLIDE_TYPES = ("slide", "subslide", "fragment", "skip", "notes", "-")
 # A code cell that draws: matplotlib, the course's plots, or an ipywidgets explorer.
 DRAWS = re.compile(r"\bplt\.|\bplots\.(?!LivePlot|keras_live_plot)\w+\(|\bplot_\w*\(|\binteract\(|\.imshow\(|\bdisplay\(")
+TEMPLATES = Path(__file__).parent / "templates"  # lecture_page/, lecture_slides/: nbconvert templates that work offline
+MAX_SLIDE_WORDS = 120  # prose on one slide; the rest continues on sub-slides below it
+WIDGET_NOTE = "An interactive widget: it runs with its kernel, in JupyterLab (make lab) or live on the slides with RISE."
+HEADING = re.compile(r"(#{1,6}) ")
+LIST_ITEM = re.compile(r"(?:[-*+]|\d+[.)]) ")
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
 # Slides: figures fill the slide; code and text stay readable.
 SLIDES_CSS = """<style>
@@ -193,10 +209,91 @@ def execute(path: Path, output: Path, *, parameters: dict | None = None, timeout
     return None
 
 
+def _units(markdown: str) -> list[str]:
+    """Cut Markdown into the pieces a slide may end between: headings, paragraphs and top-level list items.
+
+    Fenced code and ``$$`` display math are never cut. The pieces, joined, give back the text.
+    """
+    units, current, fence, math = [], [], False, False
+    for line in markdown.splitlines(keepends=True):
+        starts = not fence and not math and (HEADING.match(line) or LIST_ITEM.match(line)
+                                              or (current and not current[-1].strip()))
+        if starts and current and line.strip():
+            units.append("".join(current))
+            current = []
+        current.append(line)
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        elif not fence and line.count("$$") % 2:
+            math = not math
+        if HEADING.match(line) and not fence and not math:  # a heading is a piece of its own
+            units.append("".join(current))
+            current = []
+    if current:
+        units.append("".join(current))
+    return units
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _chunks(markdown: str, max_words: int = MAX_SLIDE_WORDS) -> list[str]:
+    """Markdown cut into slides: a new one at every heading, and wherever prose passes ``max_words``.
+
+    A heading stays with what follows it; a single paragraph longer than ``max_words`` stays whole.
+    """
+    chunks: list[list[str]] = []
+    for unit in _units(markdown):
+        heading = HEADING.match(unit)
+        last = chunks[-1] if chunks else None
+        ends_in_heading = last is not None and HEADING.match(last[-1]) is not None
+        fits = last is not None and _words("".join(last)) + _words(unit) <= max_words
+        if last is None or (heading and not ends_in_heading and any(u.strip() for u in last)) \
+                or not (fits or ends_in_heading or not unit.strip()):
+            chunks.append([unit])
+        else:
+            last.append(unit)
+    return ["".join(chunk).strip("\n") for chunk in chunks]
+
+
+def _chunk_slide_type(chunk: str, first_type: str, index: int) -> str:
+    """The first chunk keeps its cell's slide type; a later one starts a slide at ``#``/``##``, else a sub-slide."""
+    if index == 0:
+        return first_type
+    heading = HEADING.match(chunk)
+    return "slide" if heading and len(heading.group(1)) <= 2 else "subslide"
+
+
+def slide_deck(nb, max_words: int = MAX_SLIDE_WORDS):
+    """A copy of ``nb`` for the slides, one idea per slide (see the module docstring).
+
+    Every Markdown cell becomes one cell per chunk of :func:`_chunks`; code cells are kept as
+    they are. Skipped and notes cells are not cut.
+    """
+    deck = nbformat.from_dict(nb)
+    cells = []
+    for cell in deck.cells:
+        kind = cell.metadata.get("slideshow", {}).get("slide_type", "-")
+        if cell.cell_type != "markdown" or kind in ("skip", "notes"):
+            cells.append(cell)
+            continue
+        for k, chunk in enumerate(_chunks(cell.source, max_words)):
+            part = nbformat.from_dict(cell)
+            part.source = chunk
+            part.metadata["slideshow"] = {"slide_type": _chunk_slide_type(chunk, kind, k)}
+            if k and "id" in part:
+                part.id = f"{cell.id}-{k}"
+            cells.append(part)
+    deck.cells = cells
+    return deck
+
+
 def export(executed: Path, out_dir: Path) -> tuple[Path, Path]:
     """Write ``NAME.html`` (the executed notebook) and ``NAME.slides.html`` (reveal.js) into ``out_dir``.
 
-    The slides load reveal.js from its CDN when opened; nothing is downloaded here.
+    Both load MathJax (and the slides reveal.js) from ``out_dir/_static/``, copied there from
+    installed packages: the folder works offline, from ``file://``.
     """
     from nbconvert import HTMLExporter, SlidesExporter
 
@@ -205,10 +302,15 @@ def export(executed: Path, out_dir: Path) -> tuple[Path, Path]:
         if "injected-parameters" in cell.metadata.get("tags", []):  # papermill's: left out, like the parameters cell
             cell.metadata["slideshow"] = {"slide_type": "skip"}
     out_dir.mkdir(parents=True, exist_ok=True)
+    lecture_assets.install(out_dir)
+    resources = {"lecture": {"mathjax": lecture_assets.url(lecture_assets.MATHJAX), "widget_note": WIDGET_NOTE}}
+    templates = {"extra_template_basedirs": [str(TEMPLATES)], "extra_template_paths": [str(TEMPLATES)]}
     html_path, slides_path = out_dir / f"{executed.stem}.html", out_dir / f"{executed.stem}.slides.html"
-    html, _ = HTMLExporter().from_notebook_node(nb)
+    html, _ = HTMLExporter(template_name="lecture_page", **templates).from_notebook_node(nb, resources=resources)
     html_path.write_text(html, encoding="utf-8")
-    slides, _ = SlidesExporter().from_notebook_node(nb)
+    slides, _ = SlidesExporter(template_name="lecture_slides", reveal_theme="white",  # white: its fonts are in the folder
+                               reveal_url_prefix=lecture_assets.url(lecture_assets.REVEAL),
+                               **templates).from_notebook_node(slide_deck(nb), resources=resources)
     slides_path.write_text(slides.replace("</head>", SLIDES_CSS + "</head>", 1), encoding="utf-8")
     return html_path, slides_path
 

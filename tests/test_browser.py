@@ -319,3 +319,98 @@ def test_chapter_runs_and_its_explorer_reacts(lab, page, name):
         explorer.scroll_into_view_if_needed()
         explorer_figure_changes(page, explorer, f"{name}_{i}")
     assert not page.console_errors, page.console_errors
+
+
+# Lecture output offline: a chapter's page and slides opened from file:// with every request that
+# is not a file blocked (and recorded), as in a room without network.
+OFFLINE_CHAPTER = "01_losses"  # the most mathematics per page
+MATH_TYPESET = """() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0
+    && document.querySelectorAll('script[type^="math/tex"]').length > 0"""
+
+
+@pytest.fixture(scope="module")
+def lecture_folder(tmp_path_factory):
+    from coursekit import lecture
+
+    out = tmp_path_factory.mktemp("lecture")
+    lecture.export(ROOT / "notebooks" / f"{OFFLINE_CHAPTER}.ipynb", out)
+    return out
+
+
+@pytest.fixture
+def offline_page(browser_context):
+    """A page on which any request that is not for a file is aborted and recorded in ``page.outside``."""
+    page = browser_context.new_page()
+    page.outside = []
+
+    def only_files(route):
+        if route.request.url.startswith("file://"):
+            route.continue_()
+        else:
+            page.outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_files)
+    page.errors = []
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    yield page
+    page.close()
+
+
+def math_is_typeset(page) -> None:
+    """Every TeX expression became MathJax output, none is an error, and no ``$...$`` is left as text."""
+    page.wait_for_function(MATH_TYPESET, timeout=60_000)
+    sources = page.locator('script[type^="math/tex"]').count()
+    rendered = page.locator(".MathJax, .MathJax_Display").count()
+    assert rendered >= sources > 10, (rendered, sources)
+    assert page.locator(".MathJax_Error, .noError").count() == 0
+    text = "\n".join(page.locator(".jp-RenderedMarkdown").all_inner_texts())
+    assert not re.findall(r"\$[^$\n]+\$", text), re.findall(r"\$[^$\n]+\$", text)[:5]
+
+
+def test_lecture_page_typesets_math_offline(lecture_folder, offline_page):
+    offline_page.goto((lecture_folder / f"{OFFLINE_CHAPTER}.html").as_uri())
+    math_is_typeset(offline_page)
+    screenshot(offline_page, "lecture_page_offline")
+    assert offline_page.outside == [] and offline_page.errors == []
+
+
+def test_lecture_slides_start_reveal_offline_and_move_on_arrow_keys(lecture_folder, offline_page):
+    page = offline_page
+    page.goto((lecture_folder / f"{OFFLINE_CHAPTER}.slides.html").as_uri())
+    page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=30_000)
+    assert page.locator(".reveal .slides section").count() > 20
+    assert page.evaluate("Reveal.getIndices()")["h"] == 0
+    assert page.locator("section.present h1").inner_text().startswith(OFFLINE_CHAPTER[:2])  # the title slide
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => Reveal.getIndices().h === 1", timeout=5_000)
+    page.keyboard.press("ArrowDown")  # the header's continuation, below the title of its slide
+    math_is_typeset(page)
+    screenshot(page, "lecture_slides_offline")
+    assert page.outside == [] and page.errors == []
+
+
+def test_rise_slideshow_runs_a_cell_on_the_slide(lab, page):
+    """RISE (jupyterlab-rise) presents a chapter with its kernel: a code cell runs on its slide.
+
+    The console errors of this page are not checked: RISE's own application loads the
+    JupyterLab extensions of the environment, and those built for JupyterLab itself (the
+    notebook, nbgrader and widget extensions) log that modules they share are missing.
+    """
+    page.goto(lab.url("/rise/00_setup.ipynb"))
+    page.wait_for_selector(".reveal.ready .slides section", timeout=90_000)
+    assert page.locator(".reveal .slides section").count() > 5
+    cell = page.locator(".reveal .jp-CodeCell").filter(has_text="describe_environment()").first
+    for _ in range(12):  # to the cell's slide
+        if cell.evaluate("el => !!el.closest('section.present:not(.stack)')"):
+            break
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+    assert cell.evaluate("el => !!el.closest('section.present')"), "the cell's slide was not reached"
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("el => /\\[\\d+\\]/.test(el.innerText)", arg=cell.locator(".jp-InputPrompt").element_handle(),
+                           timeout=120_000)
+    screenshot(page, "rise_cell_ran")
+    outputs = "\n".join(cell.locator(".jp-OutputArea-output").all_inner_texts())
+    assert "torch" in outputs and "Traceback" not in outputs, outputs[-2000:]

@@ -1,8 +1,9 @@
-"""Lecture mode: the slide rule, the tagging, the run-time table and the CLI end to end."""
+"""Lecture mode: the slide rule, the tagging, one idea per slide, the offline assets, the run-time table and the CLI end to end."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import ROOT
-from coursekit import lecture
+from coursekit import lecture, lecture_assets
 
 
 def notebook():
@@ -43,6 +44,98 @@ def test_tag_slides_writes_every_cell_once(tmp_path):
     assert lecture.untagged_cells(nbformat.read(path, as_version=4)) == []
     before = path.read_bytes()
     assert lecture.tag_slides_file(path) == 0 and path.read_bytes() == before  # idempotent: nothing rewritten
+
+
+HEADER = """# 99 · A chapter
+
+An opening paragraph of the chapter, short enough for the title slide.
+
+## What you'll learn
+- Item one of the list, with $x^2$ in it.
+- Item two of the list.
+- Item three, which is long enough to push the list past the limit of the slide: one two three four five.
+
+## Prerequisites
+Chapter 98.
+
+```python
+x = 1
+
+y = 2  # a blank line inside code: never cut
+```
+"""
+
+
+def test_markdown_is_cut_between_headings_paragraphs_and_items_and_loses_nothing():
+    units = lecture._units(HEADER)
+    assert "".join(units) == HEADER
+    assert units[0] == "# 99 · A chapter\n" and units[3].startswith("## What")
+    assert [u for u in units if u.startswith("- ")] == [
+        "- Item one of the list, with $x^2$ in it.\n", "- Item two of the list.\n",
+        "- Item three, which is long enough to push the list past the limit of the slide: one two three four five.\n\n"]
+    assert any(u.startswith("```python") and u.rstrip().endswith("```") for u in units)  # the fence is one piece
+
+
+def test_slide_chunks_start_at_headings_and_cap_the_words():
+    chunks = lecture._chunks(HEADER, max_words=20)
+    assert chunks[0].startswith("# 99 · A chapter") and "opening paragraph" in chunks[0]  # a heading keeps what follows
+    assert chunks[1].startswith("## What you'll learn") and "Item two" in chunks[1] and "Item three" not in chunks[1]
+    assert chunks[2].startswith("- Item three")  # past 20 words: the rest of the list continues below
+    assert chunks[3].startswith("## Prerequisites") and chunks[3].rstrip().endswith("```")
+    assert [len(c.split()) <= 20 for c in chunks[:3]] == [True, True, False]  # over only as one whole item
+    assert [w for c in chunks for w in c.split()] == HEADER.split()  # every word, in order, once
+    assert lecture._chunks("One paragraph of seven words, too long.", max_words=3) == [
+        "One paragraph of seven words, too long."]  # one paragraph is never cut
+
+
+def test_slide_deck_gives_each_chunk_its_slide_type_and_leaves_the_notebook_alone():
+    nb = new_notebook(cells=[new_markdown_cell(HEADER, metadata={"slideshow": {"slide_type": "slide"}}),
+                             new_code_cell("SEED = 0", metadata={"slideshow": {"slide_type": "skip"}}),
+                             new_markdown_cell("### A detail", metadata={"slideshow": {"slide_type": "subslide"}})])
+    before = nbformat.writes(nb)
+    deck = lecture.slide_deck(nb, max_words=20)
+    assert nbformat.writes(nb) == before
+    assert [(c.cell_type, c.metadata.slideshow.slide_type) for c in deck.cells] == [
+        ("markdown", "slide"), ("markdown", "slide"), ("markdown", "subslide"), ("markdown", "slide"),
+        ("code", "skip"), ("markdown", "subslide")]
+    assert len({c.id for c in deck.cells}) == len(deck.cells)  # unique cell ids
+    nbformat.validate(deck)
+
+
+def test_chapter_headers_become_several_slides():
+    nb = nbformat.read(ROOT / "notebooks" / "03_backprop_mlp.ipynb", as_version=4)
+    deck = lecture.slide_deck(nb)
+    header = [c for c in deck.cells if c.id == nb.cells[0].id or c.id.startswith(f"{nb.cells[0].id}-")]
+    assert len(header) >= 3 and header[0].source.startswith("# 03")
+    assert any(c.source.startswith("## What you'll learn") for c in header)
+
+
+def test_assets_are_copied_once_and_a_missing_package_is_named(tmp_path, monkeypatch):
+    written = lecture_assets.install(tmp_path)
+    assert written == [tmp_path / "_static" / "mathjax", tmp_path / "_static" / "reveal.js"]
+    assert (tmp_path / "_static/mathjax/MathJax.js").is_file()
+    assert (tmp_path / "_static/mathjax/config/TeX-AMS-MML_HTMLorMML-full.js").is_file()
+    assert (tmp_path / "_static/reveal.js/dist/reveal.js").read_text()[:40].find("reveal.js 5") >= 0
+    assert (tmp_path / "_static/reveal.js/plugin/notes/notes.js").is_file()
+    assert lecture_assets.install(tmp_path) == []  # the same versions: nothing copied again
+    (tmp_path / "_static/reveal.js/VERSION").write_text("sphinx-revealjs 0.0\n")
+    assert lecture_assets.install(tmp_path) == [tmp_path / "_static" / "reveal.js"]
+    missing = lecture_assets.Asset("x", "no-such-distribution-here", "x", "x.js", ())
+    with pytest.raises(FileNotFoundError, match="no-such-distribution-here, which is not installed: run `make env`"):
+        missing.source()
+
+
+def test_exported_page_and_slides_load_nothing_from_the_network(tmp_path):
+    html_path, slides_path = lecture.export(ROOT / "notebooks" / "01_losses.ipynb", tmp_path)
+    for path in (html_path, slides_path):
+        text = path.read_text(encoding="utf-8")
+        loaded = re.findall(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=[\"']([^\"']+)", text)
+        assert loaded and not [u for u in loaded if re.match(r"(?:https?:)?//", u)], loaded
+        assert not re.search(r"@import\s+url\((?:[\"'])?(?:https?:)?//", text)
+        assert "_static/mathjax/MathJax.js?config=" in text
+    slides = slides_path.read_text(encoding="utf-8")
+    assert '<script src="_static/reveal.js/dist/reveal.js"></script>' in slides and "require(" not in slides
+    assert "_static/reveal.js/dist/theme/white.css" in slides
 
 
 def test_chapters_by_name_or_number(tmp_path):
@@ -77,7 +170,7 @@ def test_cli_builds_pages_slides_and_run_times(tmp_path):
                             env={**os.environ, "MPLBACKEND": "Agg"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
-        "00_setup.html", "00_setup.ipynb", "00_setup.slides.html", "run_times.md"]
+        "00_setup.html", "00_setup.ipynb", "00_setup.slides.html", "_static", "run_times.md"]
     html, slides = (out / "00_setup.html").read_text(), (out / "00_setup.slides.html").read_text()
     assert html.count("data:image/png;base64,") >= 2  # the MNIST samples and the live training plot, at least
     assert slides.count("<section") > 5 and "reveal.js" in slides and lecture.SLIDES_CSS in slides
