@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from dlwb import backprop as bp
+from dlwb.losses import mse
 
 RTOL, ATOL = 1e-10, 1e-12  # hand-written vs autograd: the same float64 arithmetic up to summation order
 NUMERIC_TOL = 1e-6  # relative error of the central-difference check in float64 (eps = 1e-6)
@@ -204,7 +205,7 @@ def test_training_decreases_the_mse(activation):
     before = {k: v.copy() for k, v in params.items()}
     trained, losses = bp.train_mlp(params, X, Y, activation=activation, lr=0.1, num_epochs=2000)
     assert len(losses) == 2000 and np.all(np.isfinite(losses))
-    final = bp.mse_loss(bp.mlp_forward(trained, X, activation)[0], Y)
+    final = mse(bp.mlp_forward(trained, X, activation)[0], Y)
     assert final < 0.25 * losses[0], f"{activation}: MSE went from {losses[0]:.4f} to only {final:.4f}"
     assert final < 0.03
     assert np.mean(np.diff(losses) <= 1e-12) > 0.95, "full-batch descent with a small step should rarely go up"

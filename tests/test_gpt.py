@@ -22,11 +22,10 @@ from dlwb.gpt import (
     Throughput,
     configure_optimizer,
     generate,
-    gpt_loss,
     peak_flops,
 )
 from dlwb.optim import warmup_cosine
-from dlwb.text import Vocab
+from dlwb.text import Vocab, sequence_cross_entropy
 from dlwb.train import Trainer
 
 TINY = GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
@@ -94,7 +93,7 @@ def test_loss_at_init_is_about_ln_vocab():
     x = ids(8, 32, V=65, seed=1)
     y = ids(8, 32, V=65, seed=2)
     with torch.no_grad():
-        loss = gpt_loss(model(x), y).item()
+        loss = sequence_cross_entropy(model(x), y).item()
     assert abs(loss - math.log(65)) < 0.1, f"loss at init {loss:.4f}, expected ln 65 = {math.log(65):.4f} +- 0.1"
 
 
@@ -126,7 +125,7 @@ def test_a_few_steps_reduce_the_loss():
     X, Y = next(iter(RandomBatches(data, TINY.block_size, 16, 1, seed=0)))
     losses = []
     for _ in range(30):
-        loss = gpt_loss(model(X), Y)
+        loss = sequence_cross_entropy(model(X), Y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -142,8 +141,8 @@ def test_trainer_with_random_batches_and_throughput(capsys):
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(warmup_cosine, lr=1.0, warmup_steps=2, total_steps=20, start_lr=1 / 3, final_lr=0.1))
     throughput = Throughput(8 * 16, model.flops_per_token(), peak_flops("cpu"))
-    trainer = Trainer(model, optimizer, gpt_loss, grad_clip=1.0, scheduler=scheduler, callbacks=[throughput],
-                      progress=False)
+    trainer = Trainer(model, optimizer, sequence_cross_entropy, grad_clip=1.0, scheduler=scheduler,
+                      callbacks=[throughput], progress=False)
     val = list(RandomBatches(data, 16, 8, 2, seed=9))
     history = trainer.fit(RandomBatches(data, 16, 8, 10, seed=0), 2, val_iter=val)
     assert trainer.step == 20 and len(history["val_loss"]) == 2
@@ -160,10 +159,10 @@ def test_full_split_evaluation_is_a_token_mean():
     model = tiny_model()
     data = ids(1, 16 * 5 + 1)[0]
     X, Y = data[:-1].view(5, 16), data[1:].view(5, 16)
-    trainer = Trainer(model, None, gpt_loss, progress=False)
+    trainer = Trainer(model, None, sequence_cross_entropy, progress=False)
     got = trainer.evaluate(DataLoader(TensorDataset(X, Y), batch_size=2))["loss"]
     with torch.no_grad():
-        ref = gpt_loss(model(X), Y).item()
+        ref = sequence_cross_entropy(model(X), Y).item()
     assert got == pytest.approx(ref, rel=1e-6)
 
 
@@ -197,6 +196,29 @@ def test_generate_top_k_and_temperature():
     a = generate(model, prompt, 10, generator=torch.Generator().manual_seed(7))
     b = generate(model, prompt, 10, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def nanogpt_generate(model, idx, max_new_tokens, temperature, top_k, generator):
+    """The reference: nanoGPT's ``GPT.generate`` (``model.py``), with a generator for repeatable draws."""
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(idx[:, -model.config.block_size:])[:, -1, :] / temperature
+        if top_k is not None:
+            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+            logits[logits < v[:, [-1]]] = -float("Inf")
+        probs = torch.nn.functional.softmax(logits, dim=-1)
+        idx = torch.cat((idx, torch.multinomial(probs, num_samples=1, generator=generator)), dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.8, 10), (1.5, 3), (1.0, 1)])
+def test_generate_draws_the_ids_of_nanogpts_sampler(temperature, top_k):
+    model = tiny_model(seed=5)
+    prompt = ids(3, 4, seed=6)  # 4 + 25 ids: longer than block_size = 16, so the context is cropped too
+    ours = generate(model, prompt, 25, temperature=temperature, top_k=top_k,
+                    generator=torch.Generator().manual_seed(11))
+    ref = nanogpt_generate(model, prompt, 25, temperature, top_k, torch.Generator().manual_seed(11))
+    assert torch.equal(ours, ref)
 
 
 def test_optimizer_groups():
@@ -233,10 +255,10 @@ def test_bf16_autocast_on_cpu():
     model = tiny_model()
     x, y = ids(2, 16), ids(2, 16, seed=5)
     with torch.no_grad():
-        ref = gpt_loss(model(x), y)
+        ref = sequence_cross_entropy(model(x), y)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(x)
-            loss = gpt_loss(logits, y)
+            loss = sequence_cross_entropy(logits, y)
     assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
     assert abs(loss.item() - ref.item()) < 0.05  # bfloat16 keeps about 3 significant digits
 
@@ -264,7 +286,7 @@ def test_cuda_training_step_compiled_bf16_fused():
     losses = []
     for _ in range(5):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = gpt_loss(net(x), y)
+            loss = sequence_cross_entropy(net(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,11 +1,15 @@
-"""dlwb.metrics vs sklearn.metrics: precision/recall/F1 (macro), ROC curves and AUC, edge cases."""
+"""dlwb.metrics vs sklearn.metrics: accuracy, precision/recall/F1 (macro), ROC curves and AUC, edge cases."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn import metrics as sk
 
 from dlwb import metrics
@@ -24,6 +28,28 @@ def sk_macro(y_true, y_pred, k):
     p, r, f, _ = sk.precision_recall_fscore_support(y_true, y_pred, labels=list(range(k)), average="macro",
                                                     zero_division=0)
     return p, r, f
+
+
+def test_accuracy_is_the_same_on_numpy_and_torch():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((40, 5))  # (N, k)
+    y = logits.argmax(axis=1)
+    y[:23] = (y[:23] + 1) % 5  # 23 wrong, 17 right
+    on_numpy = metrics.accuracy(logits, y)
+    assert isinstance(on_numpy, np.float64) and on_numpy == 17 / 40 == sk.accuracy_score(y, logits.argmax(axis=1))
+    logits_t, y_t = torch.from_numpy(logits).float(), torch.from_numpy(y)
+    on_torch = metrics.accuracy(logits_t, y_t)
+    assert on_torch.shape == () and on_torch.dtype == torch.float32  # a tensor, where the inputs are
+    assert on_torch.item() == pytest.approx(on_numpy, rel=1e-7)
+    assert torch.equal(on_torch, (logits_t.argmax(dim=-1) == y_t).float().mean())  # the Trainer's old metric
+
+
+def test_metrics_imports_nothing_above_numpy():
+    script = ("import sys\nimport dlwb.metrics\n"
+              "print(sorted(m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
+    assert out.strip().splitlines()[-1] == "[]", f"importing dlwb.metrics loaded {out.strip()}"
 
 
 @pytest.mark.parametrize("seed", range(5))

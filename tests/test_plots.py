@@ -89,7 +89,8 @@ def test_tensorboard_logger_writes_scalars_read_back(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch import nn
 
-    from dlwb.train import TensorBoardLogger, Trainer, accuracy
+    from dlwb.metrics import accuracy
+    from dlwb.train import TensorBoardLogger, Trainer
 
     torch.manual_seed(0)
     X, y = torch.randn(32, 3), torch.randint(0, 2, (32,))

@@ -272,6 +272,26 @@ def test_sample_next_temperature():
         text.sample_next(logits, -1.0)
 
 
+def test_sample_next_top_k_keeps_exactly_k_candidates():
+    logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))  # (rows, V): three distributions
+    for k in (1, 3, 7):
+        draws = text.sample_next(logits.repeat(3000, 1), 4.0, torch.Generator().manual_seed(k), top_k=k)  # (9000,)
+        draws = draws.view(3000, 3)  # column r: the draws from row r
+        for r in range(3):
+            kept = torch.topk(logits[r], k).indices
+            assert set(draws[:, r].tolist()) == set(kept.tolist()), f"top_k={k}, row {r}: not exactly the k largest"
+            expected = torch.softmax(logits[r, kept] / 4.0, dim=0).numpy()  # renormalised over the k kept
+            freq = np.bincount(draws[:, r].numpy(), minlength=10)[kept.numpy()] / 3000
+            np.testing.assert_allclose(freq, expected, atol=0.04)
+    assert text.sample_next(logits[None], 1.0, top_k=2).shape == (1, 3)  # (..., V) -> (...)
+    assert torch.equal(text.sample_next(logits, 0.0, top_k=3), logits.argmax(dim=-1))
+    for k in (10, 50):  # k >= V keeps every id: the same draws as no top_k
+        assert torch.equal(text.sample_next(logits, 1.0, torch.Generator().manual_seed(5), top_k=k),
+                           text.sample_next(logits, 1.0, torch.Generator().manual_seed(5)))
+    with pytest.raises(ValueError, match="top_k"):
+        text.sample_next(logits, 1.0, top_k=0)
+
+
 # --------------------------------------------------------------------------------------- the language model
 def test_char_lstm_shapes_and_carried_state_equals_one_long_pass():
     torch.manual_seed(0)

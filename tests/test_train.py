@@ -8,7 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlwb import train
-from dlwb.train import Callback, Trainer, accuracy
+from dlwb.metrics import accuracy
+from dlwb.train import Callback, Trainer
 
 
 def blobs(n=400, seed=0):

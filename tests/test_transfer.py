@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlwb.gpt import GPT, GPTConfig, gpt_loss
+from dlwb.gpt import GPT, GPTConfig
+from dlwb.text import sequence_cross_entropy
 from dlwb.transfer import LoRALinear, apply_lora, count_trainable, freeze, merge_lora
 
 
@@ -92,7 +93,7 @@ def test_apply_lora_to_a_gpt_and_merge_back():
     frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(5):
-        loss = gpt_loss(net(X), X.roll(-1, dims=1))
+        loss = sequence_cross_entropy(net(X), X.roll(-1, dims=1))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -10,6 +10,7 @@ Rows are samples (the layout of Keras' ``Dense``; PyTorch's ``nn.Linear`` stores
     H     = phi(Z1)             (N, h)        phi: "sigmoid", "tanh" or "relu"
     Y_hat = H @ W2 + b2         (N, d_out)    W2 (h, d_out), b2 (d_out,)
     L     = mean((Y_hat - Y)^2)               mean squared error over all N * d_out entries
+                                              (chapter 01's :func:`dlwb.losses.mse`)
 
 Parameters travel as a dict ``{"W1", "b1", "W2", "b2"}`` of arrays, and so do their gradients.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from dlwb.losses import mse
 
 Params = dict[str, np.ndarray]
 
@@ -123,16 +126,6 @@ def mlp_forward(params: Params, X: np.ndarray, activation: str = "tanh") -> tupl
     return Y_hat, {"X": X, "Z1": Z1, "H": H}
 
 
-def mse_loss(Y_hat: np.ndarray, Y: np.ndarray) -> float:
-    """Mean squared error ``L = (1 / (N d_out)) sum_ij (Y_hat_ij - Y_ij)^2``.
-
-    The same mean as ``torch.nn.MSELoss()`` and ``keras.losses.MeanSquaredError()``.
-
-    Defined in chapter 03.
-    """
-    return float(np.mean((Y_hat - Y) ** 2))
-
-
 def mse_grad(Y_hat: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """``dL/dY_hat = 2 (Y_hat - Y) / (N d_out)``, shape ``(N, d_out)``.
 
@@ -173,7 +166,7 @@ def loss_and_grads(params: Params, X: np.ndarray, Y: np.ndarray, activation: str
     Defined in chapter 03.
     """
     Y_hat, cache = mlp_forward(params, X, activation)
-    return mse_loss(Y_hat, Y), mlp_backward(params, cache, mse_grad(Y_hat, Y), activation)
+    return mse(Y_hat, Y), mlp_backward(params, cache, mse_grad(Y_hat, Y), activation)
 
 
 def numerical_gradient(f: Callable[[Params], float], params: Params, eps: float = 1e-6) -> Params:

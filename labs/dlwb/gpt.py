@@ -5,12 +5,14 @@ Taught in chapter 07 (``notebooks/07_transformer.ipynb``): the model follows nan
 attention of :mod:`dlwb.attention`. Training uses the course's one loop,
 :class:`dlwb.train.Trainer`, fed by :class:`RandomBatches`: GPT training is counted in
 iterations, so an "epoch" of the Trainer is one interval between evaluations. Characters
-become ids with chapter 05's :class:`dlwb.text.Vocab`.
+become ids with chapter 05's :class:`dlwb.text.Vocab`, the loss is chapter 05's
+:func:`dlwb.text.sequence_cross_entropy`, and :func:`generate` draws each id with chapter 05's
+:func:`dlwb.text.sample_next`.
 
 - :class:`RandomBatches` draws random windows ``(X, Y)`` of a text, ``Y`` shifted by one.
 - :class:`GPTConfig`, :class:`CausalSelfAttention`, :class:`MLP`, :class:`Block`, :class:`GPT`:
   the model, and :func:`generate` to sample from it (temperature, top-k).
-- :func:`gpt_loss` and :func:`configure_optimizer` (AdamW, fused on CUDA); the learning-rate
+- :func:`configure_optimizer` (AdamW, fused on CUDA); the learning-rate
   schedule is chapter 02's :func:`dlwb.optim.warmup_cosine`.
 - :func:`peak_flops` and :class:`Throughput`: tokens per second and model FLOPs utilisation.
 """
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dlwb.attention import MultiHeadAttention, sinusoidal_positions
+from dlwb.text import sample_next
 from dlwb.train import Callback
 
 
@@ -216,7 +218,8 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature:
     """Continue each row of ``idx`` ``(B, T0)`` by ``max_new_tokens`` sampled ids: ``(B, T0 + max_new_tokens)``.
 
     One id at a time: feed the last ``block_size`` ids, take the last position's logits
-    ``z``, and sample the next id from ``softmax(z / temperature)``. A temperature below 1
+    ``z``, and sample the next id from ``softmax(z / temperature)`` with chapter 05's
+    :func:`dlwb.text.sample_next`. A temperature below 1
     sharpens the distribution, above 1 flattens it, and 0 always picks the most likely id.
     With ``top_k``, only the ``top_k`` largest logits keep a chance; the rest get
     probability 0. Runs in eval mode (no dropout) and restores the model's mode afterwards.
@@ -230,29 +233,11 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature:
         for _ in range(max_new_tokens):
             idx_cond = idx[:, -model.config.block_size:]  # (B, <= block_size): what the model can see
             logits = model(idx_cond)[:, -1, :].float()  # (B, V): the next id's logits
-            if temperature == 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1): k-th largest
-                    logits = logits.masked_fill(logits < kth, float("-inf"))  # the others: probability 0
-                probs = torch.softmax(logits, dim=-1)  # (B, V)
-                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-            idx = torch.cat([idx, idx_next], dim=1)  # (B, T + 1)
+            idx_next = sample_next(logits, temperature, generator, top_k)  # (B,): chapter 05's sampler
+            idx = torch.cat([idx, idx_next[:, None]], dim=1)  # (B, T + 1)
     finally:
         model.train(was_training)
     return idx
-
-
-def gpt_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over all ``B * T`` positions: ``logits`` ``(B, T, V)``, ``targets`` ``(B, T)``.
-
-    In nats per character; ``ln V`` for a model that knows nothing (uniform predictions).
-
-    Defined in chapter 07.
-    """
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())  # (B*T, V) against (B*T,)
 
 
 def configure_optimizer(model: nn.Module, lr: float, *, weight_decay: float = 0.1,

@@ -1,13 +1,28 @@
-"""Classification metrics from scratch: the confusion matrix, precision, recall, F1 (macro), ROC curves and AUC.
+"""Classification metrics from scratch: accuracy, the confusion matrix, precision, recall, F1, ROC curves, AUC.
 
 Defined in chapter 03, where each is derived from the confusion matrix (:func:`confusion_matrix`:
 rows are true classes, columns predicted classes) and checked against ``sklearn.metrics``.
-Only NumPy: :mod:`dlwb.plots` draws these numbers, and nothing here depends on it.
+Only NumPy: :mod:`dlwb.plots` draws these numbers, and nothing here depends on it. :func:`accuracy`,
+the metric :class:`dlwb.train.Trainer` reports, takes NumPy arrays or torch tensors without importing torch.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def accuracy(logits, y):
+    """Share of rows whose largest logit is the true class: ``mean(argmax(logits) == y)``.
+
+    ``logits`` (N, k) and labels ``y`` (N,), both NumPy arrays or both torch tensors. The
+    count is made where the arrays are: tensors give a 0-dim float32 tensor on their own
+    device (no copy to the CPU, so :class:`dlwb.train.Trainer` calls it on every batch),
+    NumPy arrays a float64.
+
+    Defined in chapter 03.
+    """
+    correct = (logits.argmax(-1) == y).sum()  # (): the number of right predictions, as an integer
+    return correct / len(y)  # integer / int: float32 for a tensor, float64 for NumPy
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ next: the targets ``y`` are the same text shifted by one character.
 - :class:`BPTTBatches` lays the text out as parallel streams whose consecutive batches
   continue each other, so that a recurrent model can carry its state across batches.
 - :func:`sequence_cross_entropy` is the loss, in nats per character; :func:`sample_next`
-  draws the next character at a temperature.
+  draws the next character at a temperature (and, for chapter 07, from the top k only).
 """
 
 from __future__ import annotations
@@ -123,25 +123,36 @@ class BPTTBatches:
 def sequence_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over every position: logits (B, T, V), targets y (B, T), in nats per character.
 
+    ``ln V`` for a model that knows nothing (uniform predictions). Computed in float32, also
+    for logits from a bfloat16 autocast forward pass. Chapter 07 trains its GPT with it too.
+
     Defined in chapter 05.
     """
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (B*T, V) against (B*T,)
+    # .float(): bfloat16 logits (autocast, a bf16 model) would otherwise get a bfloat16 log-softmax and mean
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))  # (B*T, V) against (B*T,)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, top_k: int | None = None) -> torch.Tensor:
     """Draw one id per row of ``logits`` (..., V) from ``softmax(logits / temperature)``.
 
     Temperature 1 samples the model's own distribution; below 1 sharpens it (more likely,
     more repetitive text), above 1 flattens it (more surprising, more mistakes); 0 takes the
-    arg-max. Returns the ids, shape ``logits.shape[:-1]``.
+    arg-max. With ``top_k`` (chapter 07), only the ``top_k`` largest logits of each row keep
+    a chance; the others get probability 0. Returns the ids, shape ``logits.shape[:-1]``.
 
     Defined in chapter 05.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for all ids), got {top_k}")
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)  # (..., V)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]  # (..., 1): k-th largest
+        logits = logits.masked_fill(logits < kth, float("-inf"))  # the others: probability 0
+    probs = torch.softmax(logits, dim=-1)  # (..., V)
     flat = probs.reshape(-1, probs.shape[-1])  # (rows, V)
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])

@@ -24,11 +24,6 @@ from tqdm.auto import tqdm
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Share of rows whose largest logit is the true class: ``mean(argmax(logits) == y)``."""
-    return (logits.argmax(dim=-1) == y).float().mean()
-
-
 class Callback:
     """Hooks the :class:`Trainer` calls; override the ones you need.
 
@@ -119,8 +114,9 @@ class Trainer:
     """Train and evaluate a PyTorch ``net`` with one readable loop.
 
     ``metrics`` maps names to functions ``f(outputs, y) -> scalar tensor`` (batch means),
-    e.g. ``{"acc": accuracy}``. ``amp=True`` runs the forward pass in bfloat16 autocast on
-    CUDA (float16 with a gradient scaler where bfloat16 is unsupported) and on CPUs with
+    e.g. ``{"acc": accuracy}`` (:func:`dlwb.metrics.accuracy`). ``amp=True`` runs the
+    forward pass in bfloat16 autocast on CUDA (float16 with a gradient scaler where bfloat16
+    is unsupported) and on CPUs with
     native bfloat16 arithmetic (AVX512-BF16 or AMX, see :func:`cpu_has_native_bf16`); elsewhere
     it is ignored with a notice. ``grad_clip`` clips the global gradient norm. ``scheduler`` is
     stepped once per batch. The net is trained as it is: ``fit`` never re-initialises it.
