@@ -26,7 +26,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from conftest import ROOT, results_by_student
 from coursekit.grading import collect
-from coursekit.grading.grade import grade_lab
+from coursekit.grading.grade import grade_lab, grade_one
+from coursekit.grading.result import Status, SubmissionResult, TestStatus
 from coursekit.grading.sandbox import Limits, isolation_prefix
 from coursekit.release import release_notebook
 
@@ -401,6 +402,23 @@ def test_nothing_secret_reaches_feedback_or_gradebook(graded):
     for text in texts:
         assert HIDDEN_MARK not in text and SOLUTION_MARK not in text and RUBRIC_MARK not in text
         assert "14.0 / 3" not in text and "np.arange(7.0)" not in text
+
+
+def test_grade_one_returns_a_typed_result_whose_json_holds_no_secret(tmp_path):
+    """What a grader process hands the batch: the stages' result as JSON, round-tripped, with nothing hidden in it."""
+    master_path = tmp_path / f"{LAB}.ipynb"
+    nbformat.write(master_notebook(), master_path)
+    submitted = tmp_path / "submitted.ipynb"
+    nbformat.write(student_copy(GOOD_DOUBLE, "    return float(np.asarray(x).mean())", answer="Squares."), submitted)
+    result = grade_one(master_path, submitted, tmp_path, Limits(cell_timeout_s=20))
+    text = result.to_json()
+    assert SubmissionResult.from_json(text) == result and result.status is Status.GRADED
+    assert [(t.grade_id, t.status, t.points) for t in result.tests] == [
+        ("test_double", TestStatus.PASSED, 2.0), ("test_mean", TestStatus.FAILED, 0.0),
+        ("written_sign", TestStatus.NEEDS_REVIEW, 0.0)]
+    assert result.answers == {"written_sign": "Squares."} and result.awaiting_points == 2.0
+    for secret in (HIDDEN_MARK, SOLUTION_MARK, RUBRIC_MARK, "14.0 / 3", "np.arange(7.0)"):
+        assert secret not in text
 
 
 def test_csv_export(graded):

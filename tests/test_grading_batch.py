@@ -130,10 +130,10 @@ def test_a_student_whose_results_cannot_be_written_is_an_error_of_that_student_o
         nbformat.write(student_copy(GOOD_DOUBLE, GOOD_MEAN), subs / name / f"{LAB}.ipynb")
     write = feedback.write
 
-    def failing_for_ann(folder, slug, student, lab, result):
-        if student == "ann":
+    def failing_for_ann(folder, slug, recorded):
+        if recorded.student == "ann":
             raise OSError("disk full")
-        return write(folder, slug, student, lab, result)
+        return write(folder, slug, recorded)
 
     monkeypatch.setattr(grade.feedback, "write", failing_for_ann)
     run = grade.grade_lab(subs, LAB, solutions=solutions, out=out, limits=Limits(cell_timeout_s=20),

@@ -14,8 +14,9 @@ sandbox    start the worker isolated (namespaces, an allow-list root, limits), t
            are ``coursekit.sandboxed``: the one part of coursekit the sandbox can see)
 session    one submission's worker across restarts after time-outs, within its time budget
 runner     executes the graded test cells in the grader, with student names as proxies
+result     the typed result of one submission (its parts, their statuses), and its JSON
 gradebook  SQLite gradebook and CSV export
 feedback   per-student Markdown/HTML feedback without hidden tests or expected values
-grade      grade one submission, or a batch in parallel; the instructor's summary
+grade      grade one submission (an ordered list of stages), or a batch in parallel; the summary
 cli        ``python -m coursekit grade`` (coursekit/__main__.py)
 """

@@ -7,6 +7,7 @@ result (reported as such), never the batch. The batch runs ``jobs`` of them at a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,35 +25,24 @@ import nbformat
 from tqdm.auto import tqdm
 
 from coursekit import cells
-from coursekit.grading import feedback, written
+from coursekit.grading import feedback, runner, written
 from coursekit.grading.collect import Submission, collect
 from coursekit.grading.gradebook import Gradebook
-from coursekit.grading.notebook import SubmissionError, build_program, read_submission
-from coursekit.grading.runner import defined_names, run_tests, student_code_cells, undefined_names
-from coursekit.grading.sandbox import Limits, Sandbox
+from coursekit.grading.notebook import Program, SubmissionError, build_program, read_submission
+from coursekit.grading.result import MalformedResult, Status, SubmissionResult, TestResult, TestStatus
+from coursekit.grading.runner import defined_names, student_code_cells, undefined_names
+from coursekit.grading.sandbox import Limits, RunReport, Sandbox
 from coursekit.grading.session import Session
 from dlwb.download import MANIFEST_PATH, cache_dir, data_dirs
 
 GRADER_GRACE_S = 60.0  # on top of the sandbox's own limits, before a grader process is killed
 
 
-def _result(status: str, message: str, tests: list[dict], notes: list[str], output: str = "",
-            lab_problems: list[str] = (), answers: dict[str, str] | None = None) -> dict:
-    """One submission's outcome. ``lab_problems`` are for the instructor (never in feedback).
-
-    ``tests`` holds the automatic tests and the written answers (0 points until reviewed);
-    ``answers`` maps each written answer's ``grade_id`` to the student's text.
-    """
-    return {"status": status, "message": message, "tests": tests, "notes": notes, "output": output,
-            "lab_problems": list(lab_problems), "answers": answers or {},
-            "score": sum(t["points"] for t in tests), "max_score": sum(t["max_points"] for t in tests)}
-
-
-def _ungraded(master, status: str, message: str) -> dict:
-    tests = [{"grade_id": cells.grade_id(c), "points": 0.0, "max_points": cells.points(c), "status": status,
-              "message": message, "seconds": 0.0}
+def ungraded(master, status: Status, message: str) -> SubmissionResult:
+    """A submission none of whose parts could be graded: each part gets ``status`` and ``message``, 0 points."""
+    tests = [TestResult(cells.grade_id(c), 0.0, cells.points(c), TestStatus(status), message, 0.0)
              for c in master.cells if cells.is_graded(c)]
-    return _result(status, message, tests, [])
+    return SubmissionResult(status, message, tests)
 
 
 def _student_caused(error: dict, exercises: dict[int, str]) -> bool:
@@ -60,17 +51,27 @@ def _student_caused(error: dict, exercises: dict[int, str]) -> bool:
     return in_student_code or error["ename"] in ("AssertionError", "CheckFailed")
 
 
-def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[dict, list[str], list[str], list[str]]:
-    """``(cell_errors, notes, events, lab_problems)`` from the cells' errors and the cells that timed out.
+@dataclass
+class ProgramRun:
+    """What running the student's program showed, before any test (from :func:`run_program`)."""
 
-    ``cell_errors`` maps a name an exercise cell defines to the (status, message) of a test
-    that finds it missing; ``events`` are what the result's message says happened. A set-up
-    cell that fails, and a self-check that fails without the student's code in its
-    traceback, are the lab's problems in grading (a file it needs, the network): they go to
-    the instructor in ``lab_problems``, never to the student.
+    died: str | None  # how the program died, when it did
+    cell_errors: dict[str, tuple[TestStatus, str]]  # a name an exercise defines -> a test's (status, message)
+    notes: list[str]  # for the student
+    events: list[str]  # what the result's message says happened
+    lab_problems: list[str]  # for the instructor: cells of the lab that failed in grading
+
+
+def _cell_outcomes(master, program: Program, report: RunReport, skipped: dict[int, float]) -> ProgramRun:
+    """The cells' errors and the cells that timed out, sorted into the student's and the lab's.
+
+    ``cell_errors`` gives the status and message of a test that finds an exercise's name
+    missing. A set-up cell that fails, and a self-check that fails without the student's
+    code in its traceback, are the lab's problems in grading (a file it needs, the network):
+    they go to the instructor in ``lab_problems``, never to the student.
     """
     runs_student_code = student_code_cells(master)  # self-checks and demos (and the exercises)
-    cell_errors: dict[str, tuple[str, str]] = {}  # name -> (status, message)
+    cell_errors: dict[str, tuple[TestStatus, str]] = {}
     notes, events, lab_problems = [], [], []
 
     def label(index: int) -> str:
@@ -83,9 +84,9 @@ def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[
         what = f"{label(cell.index)} raised {cell.error['ename']}: {cell.error['evalue']}"[:600]
         if cell.index in program.exercises:
             for name in defined_names(master.cells[cell.index].source):
-                cell_errors[name] = (("not attempted", f"{label(cell.index)} still raises NotImplementedError")
+                cell_errors[name] = ((TestStatus.NOT_ATTEMPTED, f"{label(cell.index)} still raises NotImplementedError")
                                      if cell.error["ename"] == "NotImplementedError" else
-                                     ("error", f"{name} is not defined because {what}"))
+                                     (TestStatus.ERROR, f"{name} is not defined because {what}"))
             notes.append(what)
         elif cell.index in runs_student_code and _student_caused(cell.error, program.exercises):
             notes.append(what)
@@ -95,29 +96,32 @@ def _cell_outcomes(master, program, report, skipped: dict[int, float]) -> tuple[
         timed_out = f"{label(index)} timed out (limit {limit:g} s)"
         if index in program.exercises:
             for name in defined_names(master.cells[index].source):
-                cell_errors[name] = ("timed out", f"{timed_out}; it was skipped")
+                cell_errors[name] = (TestStatus.TIMED_OUT, f"{timed_out}; it was skipped")
             events.append(f"{timed_out}, an endless loop or far too slow; it was skipped and the other "
                           "exercises were graded in a fresh run of your program")
         elif index in runs_student_code:
             notes.append(f"{timed_out}; it was skipped")
         else:
             lab_problems.append(timed_out)
-    return cell_errors, notes, events, lab_problems
+    return ProgramRun(report.died, cell_errors, notes, events, lab_problems)
 
 
-def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits: Limits,
-              readable: list[Path] = (), allow_unisolated: bool = False) -> dict:
-    """Score one submitted notebook against its master; returns a plain dict (see ``_result``).
+# The stages of grading one submission, in order (grade_one runs them; each can be called alone).
 
-    ``readable``: what the student's program may read besides Python and ``dlwb`` (the lab's data).
-    """
-    master = nbformat.read(master_path, as_version=4)
-    try:
-        submission = read_submission(submission_path.read_bytes(), name=submission_path.name)
-        program = build_program(master, submission)
-    except SubmissionError as err:
-        return _ungraded(master, "invalid", str(err))
-    answers = {w["grade_id"]: w["answer"] for w in program.written}
+def read(submission_path: Path):
+    """Stage 1: the submitted file as a notebook; :class:`SubmissionError` when it is not a usable one."""
+    return read_submission(submission_path.read_bytes(), name=submission_path.name)
+
+
+def rebuild(master, submission) -> Program:
+    """Stage 2: the student's exercise cells on the instructor's; :class:`SubmissionError` when not this lab."""
+    return build_program(master, submission)
+
+
+@contextlib.contextmanager
+def sandbox_session(master, program: Program, submission_path: Path, file_name: str, workspace: Path,
+                    limits: Limits, readable: list[Path], allow_unisolated: bool) -> Iterator[Session]:
+    """Where stages 3 and 4 run: a :class:`Session` in a fresh folder holding the student's file, nothing else."""
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=workspace))
 
     def make_sandbox(deadline: float) -> Sandbox:
@@ -125,24 +129,66 @@ def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits:
                        deadline=deadline)
 
     try:
-        (workdir / master_path.name).write_bytes(submission_path.read_bytes())  # the student's file, nothing else
+        (workdir / file_name).write_bytes(submission_path.read_bytes())
         with Session(master, program, make_sandbox, limits.submission_timeout_s) as session:
-            report = session.start()
-            cell_errors, notes, events, lab_problems = _cell_outcomes(master, program, report, session.skipped)
-            notes = [*program.notes, *notes]
-            if not session.isolated:
-                notes.append("graded without isolation (--allow-unisolated)")
-            tests = run_tests(master, program, session, cell_errors, report.died)
-            output = session.output()
-            if session.budget_spent and not report.died:
-                events.append(f"your program used up the grading time budget ({limits.submission_timeout_s:g} s "
-                              "for the whole submission, tests included); the tests after that were not run")
+            yield session
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if report.died:
-        events.append(f"your program {report.died}; tests that needed it could not run")
-    return _result("graded", "; ".join(events), [*map(asdict, tests), *written.results(program.written)], notes,
-                   output, lab_problems, answers)
+
+
+def run_program(master, program: Program, session: Session) -> ProgramRun:
+    """Stage 3: run the student's program in the sandbox, each cell once (skipping those that time out)."""
+    report = session.start()
+    run = _cell_outcomes(master, program, report, session.skipped)
+    run.notes = [*program.notes, *run.notes]
+    if not session.isolated:
+        run.notes.append("graded without isolation (--allow-unisolated)")
+    return run
+
+
+def grade_tests(master, program: Program, session: Session, run: ProgramRun,
+                budget_s: float) -> tuple[list[TestResult], list[str]]:
+    """Stage 4: the graded cells, run here on the student's names; and what cut the tests short (events)."""
+    tests = runner.run_tests(master, program, session, run.cell_errors, run.died)
+    events = []
+    if session.budget_spent and not run.died:
+        events.append(f"your program used up the grading time budget ({budget_s:g} s for the whole submission, "
+                      "tests included); the tests after that were not run")
+    if run.died:
+        events.append(f"your program {run.died}; tests that needed it could not run")
+    return tests, events
+
+
+def assemble(program: Program, run: ProgramRun, tests: list[TestResult], events: list[str],
+             output: str) -> SubmissionResult:
+    """Stage 5: the submission's result, the written answers (0 points until reviewed) after the tests."""
+    return SubmissionResult(Status.GRADED, "; ".join([*run.events, *events]),
+                            [*tests, *written.results(program.written)], run.notes,
+                            answers={w["grade_id"]: w["answer"] for w in program.written},
+                            lab_problems=run.lab_problems, output=output)
+
+
+def grade_one(master_path: Path, submission_path: Path, workspace: Path, limits: Limits,
+              readable: list[Path] = (), allow_unisolated: bool = False) -> SubmissionResult:
+    """Score one submitted notebook against its master, stage by stage.
+
+    The stages, in order: :func:`read` the file, :func:`rebuild` it on the master, then in a
+    :func:`sandbox_session` :func:`run_program` and :func:`grade_tests`, and :func:`assemble`
+    the result. ``readable``: what the student's program may read besides Python and ``dlwb`` (the lab's data).
+    A file that is not a usable notebook of this lab is ``invalid``. Any other exception
+    escapes: the batch records it for this student as ``error`` (see :func:`_grader_result`).
+    """
+    master = nbformat.read(master_path, as_version=4)
+    try:
+        program = rebuild(master, read(submission_path))
+    except SubmissionError as err:
+        return ungraded(master, Status.INVALID, str(err))
+    with sandbox_session(master, program, submission_path, master_path.name, workspace, limits, readable,
+                         allow_unisolated) as session:
+        run = run_program(master, program, session)
+        tests, events = grade_tests(master, program, session, run, limits.submission_timeout_s)
+        output = session.output()
+    return assemble(program, run, tests, events, output)
 
 
 def check_master(master, path: Path) -> None:
@@ -180,9 +226,8 @@ def _slug(student: str) -> str:
 
 def write_feedback(out: Path, book: Gradebook, submission_id: int) -> Path:
     """(Re)write a student's feedback from the gradebook, reviews of written answers included."""
-    result = book.result(submission_id)
-    return feedback.write(out / "feedback" / result["lab"], _slug(result["student"]), result["student"],
-                          result["lab"], result)
+    recorded = book.result(submission_id)
+    return feedback.write(out / "feedback" / recorded.lab, _slug(recorded.student), recorded)
 
 
 def lab_data() -> list[Path]:
@@ -231,13 +276,13 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
     try:
         latest, found, problems = collect(source, lab, workspace)
         results = _run_parallel(master_path, latest, workspace, limits, lab_data(), allow_unisolated, jobs, progress)
-        counts = {"graded": 0, "invalid": 0, "error": 0}
+        counts = dict.fromkeys(Status, 0)
         for student, sub in sorted(latest.items()):
             result = results[student]
             others = sorted(s.origin for s in found if s.student == student and s is not sub)
             if others:
-                result["notes"].append(f"{len(others) + 1} files were found for you; the latest by file time, "
-                                       f"{sub.origin}, was graded (not {', '.join(others)})")
+                result.notes.append(f"{len(others) + 1} files were found for you; the latest by file time, "
+                                    f"{sub.origin}, was graded (not {', '.join(others)})")
             try:
                 sid = book.record(lab=lab, max_points=max_points, master_sha256=master_sha, submission=sub,
                                   result=result)
@@ -245,12 +290,12 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
             except Exception as err:  # noqa: BLE001 — one student's output failing is that student's error
                 problems.append(f"{student}: the grader could not store this student's results "
                                 f"({type(err).__name__}: {err}); grade them again once that is fixed")
-                counts["error"] += 1
+                counts[Status.ERROR] += 1
                 continue
-            counts[result["status"] if result["status"] in counts else "error"] += 1
-            if result["status"] not in ("graded", "invalid"):
-                problems.append(f"{student}: {result['message']}")
-            for problem in result.get("lab_problems", []):
+            counts[result.status] += 1
+            if result.status is Status.ERROR:
+                problems.append(f"{student}: {result.message}")
+            for problem in result.lab_problems:
                 lab_problems.setdefault(problem, []).append(student)
         csv_path = out / f"{lab}.csv"
         book.export_csv(lab, csv_path)
@@ -259,7 +304,7 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
     finally:
         book.close()
         shutil.rmtree(workspace, ignore_errors=True)
-    run = LabRun(lab, counts["graded"], counts["invalid"], counts["error"], time.perf_counter() - start,
+    run = LabRun(lab, counts[Status.GRADED], counts[Status.INVALID], counts[Status.ERROR], time.perf_counter() - start,
                  out / "gradebook.sqlite", out / "feedback" / lab, csv_path, out / f"{lab}-summary.md", problems,
                  lab_problems, *awaiting)
     run.summary.write_text(summary(run), encoding="utf-8")
@@ -267,11 +312,11 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
 
 
 def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits, readable, allow_unisolated, jobs,
-                  progress) -> dict[str, dict]:
+                  progress) -> dict[str, SubmissionResult]:
     """One grader process per submission, ``jobs`` at a time; every student gets a result."""
     pending = sorted(latest.items())
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
-    results: dict[str, dict] = {}
+    results: dict[str, SubmissionResult] = {}
     budget = limits.submission_timeout_s + GRADER_GRACE_S
     master = nbformat.read(master_path, as_version=4)
     with tqdm(total=len(pending), desc=f"grading {master_path.stem}", disable=not progress) as bar:
@@ -295,24 +340,35 @@ def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits,
                 if proc.poll() is None:
                     os.killpg(proc.pid, 9)
                     proc.wait()
-                err = spec.with_suffix(".err").read_text(encoding="utf-8", errors="replace")[-2000:]
-                result_file = spec.with_suffix(".result.json")
-                if proc.returncode == 0 and result_file.exists():
-                    results[student] = json.loads(result_file.read_text())
-                else:
-                    reason = err.strip().splitlines()[-1] if err.strip() else f"exit status {proc.returncode}"
-                    results[student] = _ungraded(master, "error", f"the grader failed on this submission ({reason}); "
-                                                                  "ask the instructor")
+                results[student] = _grader_result(master, proc.returncode, spec)
                 del running[student]
                 bar.update(1)
     return results
+
+
+def _grader_result(master, returncode: int, spec: Path) -> SubmissionResult:
+    """What a finished (or killed) grader process leaves for its student: its result, or an ``error`` saying why not.
+
+    So a stage that raises, a grader that is killed or one that writes no valid result still
+    leaves this student a result to record.
+    """
+    result_file = spec.with_suffix(".result.json")
+    if returncode == 0 and result_file.exists():
+        try:
+            return SubmissionResult.from_json(result_file.read_text())
+        except MalformedResult as err:
+            reason = str(err)
+    else:
+        stderr = spec.with_suffix(".err").read_text(encoding="utf-8", errors="replace")[-2000:].strip()
+        reason = stderr.splitlines()[-1] if stderr else f"exit status {returncode}"
+    return ungraded(master, Status.ERROR, f"the grader failed on this submission ({reason}); ask the instructor")
 
 
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     result = grade_one(Path(spec["master"]), Path(spec["submission"]), Path(spec["workspace"]),
                        Limits(**spec["limits"]), [Path(r) for r in spec["readable"]], spec["allow_unisolated"])
-    Path(spec["result"]).write_text(json.dumps(result))
+    Path(spec["result"]).write_text(result.to_json())
 
 
 if __name__ == "__main__":

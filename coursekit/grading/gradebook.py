@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from coursekit.grading.result import RecordedResult, SubmissionResult, TestResult
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS students (
     id TEXT PRIMARY KEY
@@ -146,10 +148,12 @@ class Gradebook:
     def close(self) -> None:
         self.db.close()
 
-    def record(self, *, lab: str, max_points: float, master_sha256: str, submission, result: dict) -> int:
-        """Store one graded submission (``result`` from :func:`coursekit.grading.grade.grade_one`); returns its id.
+    def record(self, *, lab: str, max_points: float, master_sha256: str, submission,
+               result: SubmissionResult) -> int:
+        """Store one graded submission (from :func:`coursekit.grading.grade.grade_one`); returns its id.
 
-        Reviews of its written answers are kept (they are not the result's to replace).
+        Reviews of its written answers are kept (they are not the result's to replace). The
+        result's ``lab_problems`` and ``output`` are not stored.
         """
         now = time.time()
         with self.db:
@@ -168,37 +172,32 @@ class Gradebook:
             for table in ("test_results", "answers", "notes"):
                 self.db.execute(f"DELETE FROM {table} WHERE submission_id = ?", (sid,))
             self.db.execute("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (sid, master_sha256, result["score"], result["max_score"], result["status"],
-                             result["message"], now))
+                            (sid, master_sha256, result.score, result.max_score, result.status, result.message, now))
             self.db.executemany("INSERT INTO test_results VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                [(sid, t["grade_id"], t["points"], t["max_points"], t["status"], t["message"],
-                                  t["seconds"]) for t in result["tests"]])
+                                [(sid, t.grade_id, t.points, t.max_points, t.status, t.message, t.seconds)
+                                 for t in result.tests])
             self.db.executemany("INSERT INTO answers VALUES (?, ?, ?, ?)", [
-                (sid, gid, text, text_sha256(text)) for gid, text in result.get("answers", {}).items()])
+                (sid, gid, text, text_sha256(text)) for gid, text in result.answers.items()])
             self.db.executemany("INSERT INTO notes VALUES (?, ?, ?)",
-                                [(sid, i, note) for i, note in enumerate(result["notes"])])
+                                [(sid, i, note) for i, note in enumerate(result.notes)])
         return sid
 
     def latest(self, lab: str) -> list[tuple]:
         return self.db.execute("SELECT student_id, score, max_score, status, message FROM latest "
                                "WHERE lab = ? ORDER BY student_id", (lab,)).fetchall()
 
-    def result(self, submission_id: int) -> dict:
-        """A recorded submission as feedback shows it: reviews applied, the points awaiting review counted."""
-        columns = ("grade_id", "points", "max_points", "status", "message", "seconds", "answer", "comment",
-                   "reviewer", "revision")
-        tests = [dict(zip(columns, row)) for row in self.db.execute(
-            f"SELECT {', '.join(columns)} FROM parts WHERE submission_id = ? ORDER BY position", (submission_id,))]
-        student, lab, auto, max_score, status, message = self.db.execute(
-            "SELECT s.student_id, s.lab, g.score, g.max_score, g.status, g.message FROM submissions s "
+    def result(self, submission_id: int) -> RecordedResult:
+        """A recorded submission as feedback shows it, with the reviews of its written answers applied."""
+        rows = self.db.execute("SELECT grade_id, points, max_points, status, message, seconds, answer, comment "
+                               "FROM parts WHERE submission_id = ? ORDER BY position", (submission_id,)).fetchall()
+        student, lab, status, message = self.db.execute(
+            "SELECT s.student_id, s.lab, g.status, g.message FROM submissions s "
             "JOIN grades g ON g.submission_id = s.id WHERE s.id = ?", (submission_id,)).fetchone()
-        awaiting = [t for t in tests if t["status"] == "needs review"]
-        score = auto + sum(t["points"] for t in tests if t["status"] == "reviewed")
         notes = [n for (n,) in self.db.execute("SELECT text FROM notes WHERE submission_id = ? ORDER BY position",
                                                (submission_id,))]
-        return {"student": student, "lab": lab, "score": score, "max_score": max_score, "status": status,
-                "message": message, "tests": tests, "notes": notes, "awaiting_review": len(awaiting),
-                "awaiting_points": sum(t["max_points"] for t in awaiting)}
+        result = SubmissionResult(status, message, [TestResult(*row[:6]) for row in rows], notes,
+                                  answers={row[0]: row[6] for row in rows if row[6] is not None})
+        return RecordedResult(student, lab, result, comments={row[0]: row[7] for row in rows if row[7] is not None})
 
     def review(self, submission_id: int, grade_id: str) -> Review | None:
         row = self.db.execute("SELECT r.points, r.comment, r.reviewer, r.updated_at, r.revision FROM parts p "

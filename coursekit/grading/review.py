@@ -78,36 +78,37 @@ class ReviewApp:
     def answer(self, submission_id: int, grade_id: str, error: str = "", form: dict | None = None) -> str:
         book = self.book()
         try:
-            result = book.result(submission_id)
+            recorded = book.result(submission_id)
             review = book.review(submission_id, grade_id)
         finally:
             book.close()
-        part = next((t for t in result["tests"] if t["grade_id"] == grade_id and t["answer"] is not None), None)
+        result, lab, student = recorded.result, recorded.lab, recorded.student
+        part = next((t for t in result.tests if t.grade_id == grade_id and grade_id in result.answers), None)
         if part is None:
             raise KeyError(f"submission {submission_id} has no written answer {grade_id!r}")
-        question, marking = self.question_and_rubric(result["lab"], grade_id)
+        question, marking = self.question_and_rubric(lab, grade_id)
         e = html.escape
-        auto = "".join(f"<tr><td>{e(t['grade_id'])}</td><td>{t['points']:g} / {t['max_points']:g}</td>"
-                       f"<td>{e(t['status'])}</td><td>{e(t['message'])}</td></tr>"
-                       for t in result["tests"] if t["answer"] is None)
+        auto = "".join(f"<tr><td>{e(t.grade_id)}</td><td>{t.points:g} / {t.max_points:g}</td>"
+                       f"<td>{e(t.status)}</td><td>{e(t.message)}</td></tr>"
+                       for t in result.tests if t.grade_id not in result.answers)
         form = form or {"points": f"{review.points:g}" if review else "", "comment": review.comment if review else "",
                         "reviewer": review.reviewer if review else self.reviewer,
                         "revision": str(review.revision if review else 0)}
-        saved = (f"<p class='saved'>Reviewed: {review.points:g} / {part['max_points']:g} by {e(review.reviewer)} "
+        saved = (f"<p class='saved'>Reviewed: {review.points:g} / {part.max_points:g} by {e(review.reviewer)} "
                  f"(revision {review.revision})</p>" if review else "<p>Not reviewed yet.</p>")
-        return (f"<!doctype html><meta charset='utf-8'><title>{e(result['student'])}: {e(grade_id)}</title>{STYLE}"
+        return (f"<!doctype html><meta charset='utf-8'><title>{e(student)}: {e(grade_id)}</title>{STYLE}"
                 f"<p><a href='{self.link('/')}'>all answers</a></p>"
-                f"<h1>{e(result['lab'])} · {e(result['student'])} · {e(grade_id)}</h1>"
+                f"<h1>{e(lab)} · {e(student)} · {e(grade_id)}</h1>"
                 + (f"<p class='error'>{e(error)}</p>" if error else "")
                 + f"<h2>Question</h2><pre class='question'>{e(question)}</pre>"
-                f"<h2>Answer</h2><pre class='answer'>{e(part['answer'])}</pre>"
+                f"<h2>Answer</h2><pre class='answer'>{e(result.answers[grade_id])}</pre>"
                 f"<h2>Rubric</h2><pre class='rubric'>{e(marking)}</pre>{saved}"
                 f"<form method='post' action='/answer'>"
                 f"<input type='hidden' name='token' value='{e(self.token)}'>"
                 f"<input type='hidden' name='submission' value='{submission_id}'>"
                 f"<input type='hidden' name='part' value='{e(grade_id)}'>"
                 f"<input type='hidden' name='revision' value='{e(form['revision'])}'>"
-                f"<label>Points (0 to {part['max_points']:g}) <input name='points' value='{e(form['points'])}'>"
+                f"<label>Points (0 to {part.max_points:g}) <input name='points' value='{e(form['points'])}'>"
                 f"</label><br><label>Comment<br><textarea name='comment' rows='5' cols='70'>{e(form['comment'])}"
                 f"</textarea></label><br><label>Reviewer <input name='reviewer' value='{e(form['reviewer'])}'></label>"
                 "<br><button type='submit'>Save</button></form>"

@@ -21,11 +21,10 @@ import ast
 import builtins
 import time
 import traceback
-from dataclasses import dataclass
-
 from coursekit.sandboxed import wire
 from coursekit import cells
 from coursekit.grading.notebook import Program
+from coursekit.grading.result import TestResult, TestStatus
 from coursekit.grading.sandbox import BudgetSpent, CallTimedOut, SandboxDied
 from coursekit.release import BEGIN_HIDDEN, END_HIDDEN
 
@@ -206,23 +205,13 @@ def hidden_line_numbers(source: str) -> set[int]:
     return hidden
 
 
-@dataclass
-class TestResult:
-    grade_id: str
-    points: float
-    max_points: float
-    status: str  # passed | failed | not attempted | error | timed out | died
-    message: str
-    seconds: float
-
-
 def _failing_line(err: BaseException, filename: str) -> int | None:
     frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == filename]
     return frames[-1].lineno if frames else None
 
 
-def _explain(err: BaseException, test: dict, cell_errors: dict[str, tuple[str, str]],
-             died: str | None) -> tuple[str, str]:
+def _explain(err: BaseException, test: dict, cell_errors: dict[str, tuple[TestStatus, str]],
+             died: str | None) -> tuple[TestStatus, str]:
     """Status and a message for the student that reveals nothing of the hidden tests."""
     filename = f"<test {test['grade_id']}>"
     line = _failing_line(err, filename)
@@ -230,31 +219,33 @@ def _explain(err: BaseException, test: dict, cell_errors: dict[str, tuple[str, s
     visible_code = test["source"].splitlines()[line - 1].strip() if line and not hidden else None
     if isinstance(err, StudentError):
         if err.ename == "NotImplementedError":
-            return "not attempted", "the exercise still raises NotImplementedError"
-        return "error", f"your code raised {err.ename}: {err.evalue}"
+            return TestStatus.NOT_ATTEMPTED, "the exercise still raises NotImplementedError"
+        return TestStatus.ERROR, f"your code raised {err.ename}: {err.evalue}"
     if isinstance(err, BudgetSpent):
-        return "timed out", f"not finished: your program {err}"
+        return TestStatus.TIMED_OUT, f"not finished: your program {err}"
     if isinstance(err, CallTimedOut):
-        return "timed out", f"{err} (an endless loop, or far too slow?)"
+        return TestStatus.TIMED_OUT, f"{err} (an endless loop, or far too slow?)"
     if isinstance(err, SandboxDied):
         reason = died or str(err)
-        return ("timed out" if "timed out" in reason or "within" in reason else "died"), f"your program {reason}"
+        timed_out = "timed out" in reason or "within" in reason
+        return (TestStatus.TIMED_OUT if timed_out else TestStatus.DIED), f"your program {reason}"
     if isinstance(err, NameError) and getattr(err, "name", None) in cell_errors:
         return cell_errors[err.name]
     if isinstance(err, NameError):
-        return "error", f"{getattr(err, 'name', err)} is not defined: keep the names the exercise asks for"
+        return TestStatus.ERROR, f"{getattr(err, 'name', err)} is not defined: keep the names the exercise asks for"
     if isinstance(err, wire.WireError):
-        return "error", f"your code returned a value that cannot be graded ({err})"
+        return TestStatus.ERROR, f"your code returned a value that cannot be graded ({err})"
     if isinstance(err, AssertionError):
         if hidden:
-            return "failed", "a hidden test failed"
+            return TestStatus.FAILED, "a hidden test failed"
         detail = f": {err}" if str(err) else ""
-        return "failed", f"check `{visible_code}` failed{detail}" if visible_code else f"a check failed{detail}"
+        return TestStatus.FAILED, (f"check `{visible_code}` failed{detail}" if visible_code else
+                                   f"a check failed{detail}")
     where = f"`{visible_code}`" if visible_code else "a hidden test"
-    return "failed", f"{where} could not use your result ({type(err).__name__})"
+    return TestStatus.FAILED, f"{where} could not use your result ({type(err).__name__})"
 
 
-def run_tests(master, program: Program, sandbox, cell_errors: dict[str, tuple[str, str]],
+def run_tests(master, program: Program, sandbox, cell_errors: dict[str, tuple[TestStatus, str]],
               died: str | None) -> list[TestResult]:
     """Execute each graded cell here; the student's names are fetched from the sandbox on use.
 
@@ -278,10 +269,10 @@ def run_tests(master, program: Program, sandbox, cell_errors: dict[str, tuple[st
                     continue  # left undefined: the NameError below explains it
                 namespace[name] = unpack(sandbox, reply, name)
             exec(compile(test["source"], f"<test {test['grade_id']}>", "exec"), namespace)
-            status, message = "passed", ""
+            status, message = TestStatus.PASSED, ""
         except Exception as err:  # noqa: BLE001 — every failure becomes a result, never a crash
             status, message = _explain(err, test, cell_errors, died)
-        points = test["points"] if status == "passed" else 0.0
+        points = test["points"] if status is TestStatus.PASSED else 0.0
         results.append(TestResult(test["grade_id"], points, test["points"], status, message,
                                   time.perf_counter() - start))
     return results

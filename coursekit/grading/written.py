@@ -10,13 +10,11 @@ does for every string from the sandbox) and it is cut at :data:`MAX_ANSWER_CHARS
 
 from __future__ import annotations
 
+from coursekit.grading.result import TestResult, TestStatus
 from coursekit.sandboxed.wire import clean_text
 from coursekit.release import MARKDOWN_STUB
 
 MAX_ANSWER_CHARS = 20_000
-NEEDS_REVIEW = "needs review"
-NOT_ATTEMPTED = "not attempted"
-REVIEWED = "reviewed"  # the status once an instructor has marked it (see coursekit.grading.gradebook)
 
 
 def answer_text(source: str, grade_id: str) -> tuple[str, list[str]]:
@@ -32,9 +30,11 @@ def attempted(text: str) -> bool:
     return bool(text.strip()) and text.strip() != MARKDOWN_STUB
 
 
-def results(written: list[dict]) -> list[dict]:
-    """One test-result record per written answer of a program (see :class:`coursekit.grading.notebook.Program`)."""
-    return [{"grade_id": w["grade_id"], "points": 0.0, "max_points": w["points"],
-             "status": NEEDS_REVIEW if attempted(w["answer"]) else NOT_ATTEMPTED,
-             "message": "" if attempted(w["answer"]) else "no answer was written", "seconds": 0.0}
-            for w in written]
+def results(written: list[dict]) -> list[TestResult]:
+    """One result per written answer of a program (see :class:`coursekit.grading.notebook.Program`)."""
+    parts = []
+    for w in written:
+        status, message = ((TestStatus.NEEDS_REVIEW, "") if attempted(w["answer"]) else
+                           (TestStatus.NOT_ATTEMPTED, "no answer was written"))
+        parts.append(TestResult(w["grade_id"], 0.0, w["points"], status, message, 0.0))
+    return parts
