@@ -10,24 +10,19 @@ each generator draws 1,000 images from fixed noise, and chapter 06's Fréchet di
 once per run of this script, shared by both sides) with those of the training images.
 Seconds per epoch: the measured seconds per step times the recipe's steps per epoch::
 
-    .venv/bin/python benchmarks/gan.py                       # 60 s of training per side, 1 repeat
+    .venv/bin/python -m benchmarks.gan                       # 60 s of training per side, 1 repeat
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
-from benchmarks.reference import tf_dcgan  # noqa: E402
+from benchmarks import harness
+from benchmarks.reference import tf_dcgan
 
 NAME = "gan"
 COURSE = {"batch_size": 32, "lr": 5e-4, "betas": (0.5, 0.999)}  # notebooks/06_gan.ipynb's parameters
@@ -37,7 +32,7 @@ NUM_SAMPLES, EVAL_EPOCHS = 1000, 3  # chapter 06: generated images per model, ev
 def parse_args(argv=None):
     p = harness.parser(__doc__.split("\n\n")[0], repeats=1)
     p.add_argument("--budget", type=float, default=60.0, help="seconds of training per side (default 60)")
-    return p.parse_args(argv)
+    return harness.parse_args(p, argv)
 
 
 def train_evaluator(X, y, epochs, seed):
@@ -45,7 +40,8 @@ def train_evaluator(X, y, epochs, seed):
     from torch.utils.data import DataLoader, TensorDataset
 
     from benchmarks.course_models import make_evaluator
-    from dlwb.train import Trainer, accuracy
+    from dlwb.metrics import accuracy
+    from dlwb.train import Trainer
 
     torch.manual_seed(seed)
     evaluator = make_evaluator()
@@ -110,8 +106,7 @@ def run_reference(X, budget, seed, z_eval):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    started = time.perf_counter()
-    harness.pin_threads(args.threads)
+    session = harness.start(args, __file__)
     from dlwb import data as dlwb_data
     from dlwb.gan import frechet_distance
 
@@ -128,16 +123,7 @@ def main(argv=None) -> dict:
     held_out = torch.from_numpy(mnist.x_test[:n_samples, None] * 2 - 1)  # (n_samples, 1, 28, 28)
     baseline = {"real held-out images": frechet_distance(features(held_out), train_features),
                 "uniform noise": frechet_distance(features(noise), train_features)}
-    report = harness.new_report(
-        NAME, "DCGAN: chapter 06 vs the TensorFlow-tutorial recipe (MNIST, CPU)", args,
-        what=(f"Chapter 06's DCGAN + GANTrainer (batch 32, Adam 5e-4, beta1 0.5) against the TF tutorial's DCGAN "
-              f"re-stated in PyTorch (batch 256, Adam 1e-4), {budget:g} s of training each on {n_train:,} MNIST "
-              f"images; Fréchet distance (chapter 06's evaluator features, {n_samples:,} samples vs the training "
-              "images) after that budget, and seconds per epoch."),
-        settings={"course": COURSE, "reference": tf_dcgan.Config().__dict__, "budget_s": budget,
-                  "train_images": n_train, "samples": n_samples, "evaluator_epochs": 1 if args.smoke else EVAL_EPOCHS,
-                  "data": mnist.source, "frechet_baselines": baseline})
-    print(f"{report['title']}: {mnist.source}, {budget:g} s per side; Fréchet baselines {baseline}")
+    print(f"DCGAN: {mnist.source}, {budget:g} s per side; Fréchet baselines {baseline}")
 
     def run(side, r):
         fn = run_course if side == "course" else run_reference
@@ -151,23 +137,25 @@ def main(argv=None) -> dict:
                 "first_d_loss": out["first_d_loss"], "last_d_loss": out["last_d_loss"]}
 
     runs = harness.interleave(run, args.repeats, seed=args.seed)
-    report["runs"] = runs
-    for key, label, unit, better in [("frechet", f"Fréchet distance after {budget:g} s", "", "lower"),
-                                      ("seconds_per_epoch", "seconds per epoch", "s", "lower"),
-                                      ("images_per_s", "training images per second", "img/s", "higher"),
-                                      ("epochs", f"epochs in {budget:g} s", "", "higher")]:
-        course, reference = harness.summarise(runs, key)
-        report["metrics"].append(harness.metric(label, course, reference, unit=unit, better=better))
-    report["notes"].append("Fréchet distance of reference sets: " + ", ".join(
-        f"{k} {v:.1f}" for k, v in baseline.items()) + " (lower is closer to the training images).")
-    for side in harness.SIDES:
-        report["curves"].append({"label": f"{side}", "side": side,
-                                 "y": [harness.median([r["frechet"] for r in runs[side]])]})
-    for label, value in baseline.items():
-        report["curves"].append({"label": label, "side": "baseline", "y": [value]})
-    report["plot"] = {"kind": "bar", "xlabel": f"Fréchet distance after {budget:g} s of training (lower is better)"}
-    harness.write_report(report, args.out_dir, started=started)
-    return report
+    report = harness.Report(
+        NAME, "DCGAN: chapter 06 vs the TensorFlow-tutorial recipe (MNIST, CPU)",
+        what=(f"Chapter 06's DCGAN + GANTrainer (batch 32, Adam 5e-4, beta1 0.5) against the TF tutorial's DCGAN "
+              f"re-stated in PyTorch (batch 256, Adam 1e-4), {budget:g} s of training each on {n_train:,} MNIST "
+              f"images; Fréchet distance (chapter 06's evaluator features, {n_samples:,} samples vs the training "
+              "images) after that budget, and seconds per epoch."),
+        summary="DCGAN vs TF-tutorial recipe",
+        figures=[harness.Figure(f"Fréchet distance after {budget:g} s", "frechet", headline=True),
+                 harness.Figure("seconds per epoch", "seconds_per_epoch", unit="s"),
+                 harness.Figure("training images per second", "images_per_s", unit="img/s", better="higher"),
+                 harness.Figure(f"epochs in {budget:g} s", "epochs", better="higher")],
+        settings={"course": COURSE, "reference": tf_dcgan.Config().__dict__, "budget_s": budget,
+                  "train_images": n_train, "samples": n_samples, "evaluator_epochs": 1 if args.smoke else EVAL_EPOCHS,
+                  "data": mnist.source, "frechet_baselines": baseline},
+        notes=["Fréchet distance of reference sets: " + ", ".join(f"{k} {v:.1f}" for k, v in baseline.items())
+               + " (lower is closer to the training images)."],
+        plot=harness.Bars({"": "frechet"}, extra=baseline,
+                          xlabel=f"Fréchet distance after {budget:g} s of training (lower is better)"))
+    return harness.write_report(report, runs, session)
 
 
 if __name__ == "__main__":

@@ -12,33 +12,29 @@ fused kernel as the reference).
 CPU by default, CUDA when present (then with bfloat16 autocast and the ``gpu`` preset, as in the
 chapter)::
 
-    python benchmarks/gpt_throughput.py                      # the chapter's cpu preset on the CPU
-    python benchmarks/gpt_throughput.py --block-size 256     # a longer context
-    python benchmarks/gpt_throughput.py --device cuda --compile
+    .venv/bin/python -m benchmarks.gpt_throughput                      # the chapter's cpu preset on the CPU
+    .venv/bin/python -m benchmarks.gpt_throughput --block-size 256     # a longer context
+    .venv/bin/python -m benchmarks.gpt_throughput --device cuda --compile
 
 Writes ``benchmarks/results/gpt_throughput.json`` (and ``.md``, ``.png``) through ``benchmarks/harness.py``.
 """
 
 from __future__ import annotations
 
-import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
-from dlwb import runtime  # noqa: E402
-from dlwb.gpt import GPT, GPTConfig, configure_optimizer, gpt_loss, peak_flops  # noqa: E402
+from benchmarks import harness
+from dlwb import runtime
+from dlwb.gpt import GPT, GPTConfig, configure_optimizer, peak_flops
+from dlwb.text import sequence_cross_entropy
 
 PRESETS = {  # the chapter's presets: (model, batch size)
     "cpu": (dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0), 12),
     "gpu": (dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2), 64),
 }
-IMPLS = ("scratch", "sdpa")
+IMPLS = ("scratch", "sdpa")  # the course's side, the reference side
 
 
 def parse_args(argv=None):
@@ -51,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="iterations per timed round (default: 10 CPU, 50 GPU)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per implementation first")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
-    return parser.parse_args(argv)
+    return harness.parse_args(parser, argv)
 
 
 def sync(device: torch.device) -> None:
@@ -61,9 +57,7 @@ def sync(device: torch.device) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    started = time.perf_counter()
-    harness.pin_threads(args.threads)
-    args.rounds = args.repeats  # timed rounds per implementation, alternating
+    session = harness.start(args, __file__)
     device = runtime.get_device(args.device, verbose=False)
     preset = args.preset or ("gpu" if device.type == "cuda" else "cpu")
     model_kwargs, batch_size = PRESETS[preset]
@@ -90,7 +84,7 @@ def main(argv=None) -> dict:
     def step(impl: str, i: int) -> float:
         X, Y = batches[i % len(batches)]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = gpt_loss(nets[impl](X), Y)
+            loss = sequence_cross_entropy(nets[impl](X), Y)
         optimizers[impl].zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(models[impl].parameters(), 1.0)
@@ -101,7 +95,7 @@ def main(argv=None) -> dict:
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         for m in models.values():
             m.eval()
-        first = {impl: gpt_loss(nets[impl](batches[0][0]), batches[0][1]).item() for impl in IMPLS}
+        first = {impl: sequence_cross_entropy(nets[impl](batches[0][0]), batches[0][1]).item() for impl in IMPLS}
         for m in models.values():
             m.train()
 
@@ -109,77 +103,45 @@ def main(argv=None) -> dict:
         for i in range(args.warmup):
             step(impl, i)
     sync(device)
-    rates = {impl: [] for impl in IMPLS}
-    peak_memory = {}
-    for r in range(args.rounds):
-        for impl in (IMPLS if r % 2 == 0 else IMPLS[::-1]):  # alternate the order
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            sync(device)
-            start = time.perf_counter()
-            for i in range(steps):
-                loss = step(impl, i)
-            loss.item()
-            sync(device)
-            rates[impl].append(steps * batch_size * T / (time.perf_counter() - start))
-            if device.type == "cuda":
-                peak_memory[impl] = torch.cuda.max_memory_allocated(device) / 2**20
+    flops_per_token, peak = models["sdpa"].flops_per_token(), peak_flops(device)
 
-    flops_per_token = models["sdpa"].flops_per_token()
-    peak = peak_flops(device)
-    results = {}
-    for impl in IMPLS:
-        median = statistics.median(rates[impl])
-        results[impl] = {
-            "tokens_per_s": median,
-            "ms_per_iter": 1000 * batch_size * T / median,
-            "tokens_per_s_rounds": rates[impl],
-            "mfu": None if peak is None else flops_per_token * median / peak,
-            "peak_memory_mib": peak_memory.get(impl),
-            "first_loss": first[impl],
-        }
-    ratio = results["scratch"]["tokens_per_s"] / results["sdpa"]["tokens_per_s"]
-    report = harness.new_report(
-        "gpt_throughput", f"GPT training throughput: from-scratch attention vs SDPA ({device.type})", args,
+    def run(side, r):  # one timed round of one implementation; the rounds alternate the order
+        impl = dict(zip(harness.SIDES, IMPLS))[side]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        start = time.perf_counter()
+        for i in range(steps):
+            loss = step(impl, i)
+        loss.item()
+        sync(device)
+        rate = steps * batch_size * T / (time.perf_counter() - start)
+        return {"tokens_per_s": rate, "ms_per_iter": 1000 * batch_size * T / rate, "first_loss": first[impl],
+                "mfu": None if peak is None else flops_per_token * rate / peak,
+                "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+
+    print(f"dlwb.gpt.GPT training throughput on {runtime.describe_device(device)}: preset {preset}, {model_kwargs}, "
+          f"batch {batch_size} x {T} tokens, bf16 {amp}, compile {args.compile}, {args.repeats} rounds of {steps} "
+          "iterations each")
+    runs = harness.interleave(run, args.repeats, seed=args.seed)
+    figures = [harness.Figure("training tokens/s", "tokens_per_s", unit="tok/s", better="higher", sides=IMPLS),
+               harness.Figure("first loss (same weights, same batch)", "first_loss", sides=IMPLS)]
+    if peak is not None:
+        figures.append(harness.Figure("MFU", "mfu", better="higher", sides=IMPLS))
+    report = harness.Report(
+        "gpt_throughput", f"GPT training throughput: from-scratch attention vs SDPA ({device.type})",
         what=("Training iterations (forward, backward, clip, AdamW) of dlwb.gpt.GPT with the same weights and "
               "batches: attention='scratch' (dlwb.attention, the 'course' column) against attention='sdpa' "
               "(F.scaled_dot_product_attention, the 'reference' column), alternating rounds."),
+        summary=f"GPT from-scratch attention vs `F.scaled_dot_product_attention` ({device.type})",
+        figures=figures,
         settings={"device": runtime.describe_device(device), "preset": preset, "model": model_kwargs,
                   "parameters": models["sdpa"].num_params(), "batch_size": batch_size,
                   "tokens_per_iter": batch_size * T, "bf16_autocast": amp, "compile": args.compile,
-                  "steps_per_round": steps, "warmup": args.warmup})
-    report["runs"] = {side: [{"repeat": r, "tokens_per_s": rate, "first_loss": first[impl]}
-                             for r, rate in enumerate(rates[impl])]
-                      for side, impl in zip(harness.SIDES, IMPLS)}
-    report["results"] = results
-    report["metrics"] = [
-        harness.metric("training tokens/s", results["scratch"]["tokens_per_s"], results["sdpa"]["tokens_per_s"],
-                       unit="tok/s", better="higher", course_label="scratch", reference_label="sdpa"),
-        harness.metric("first loss (same weights, same batch)", first["scratch"], first["sdpa"], better="lower",
-                       course_label="scratch", reference_label="sdpa")]
-    if peak is not None:
-        report["metrics"].append(harness.metric("MFU", results["scratch"]["mfu"], results["sdpa"]["mfu"],
-                                                better="higher", course_label="scratch", reference_label="sdpa"))
-    report["curves"] = [{"label": f"{impl} attention", "side": side, "x": list(range(1, len(rates[impl]) + 1)),
-                         "y": rates[impl]} for side, impl in zip(harness.SIDES, IMPLS)]
-    report["plot"] = {"xlabel": "round", "ylabel": "training tokens/s"}
-
-    print(f"dlwb.gpt.GPT training throughput on {runtime.describe_device(device)}, torch {torch.__version__}")
-    print(f"preset {preset}: {model_kwargs}, batch {batch_size} x {T} tokens, bf16 {amp}, compile {args.compile}, "
-          f"{args.rounds} rounds of {steps} iterations each")
-    header = f"{'attention':<10} {'tokens/s':>12} {'ms/iter':>9} {'MFU':>7} {'peak MiB':>9} {'relative':>9}"
-    print(header)
-    print("-" * len(header))
-    for impl in IMPLS:
-        res = results[impl]
-        mfu = "n/a" if res["mfu"] is None else f"{res['mfu']:.1%}"
-        mem = "-" if res["peak_memory_mib"] is None else f"{res['peak_memory_mib']:.0f}"
-        print(f"{impl:<10} {res['tokens_per_s']:>12,.0f} {res['ms_per_iter']:>9.1f} {mfu:>7} {mem:>9} "
-              f"{res['tokens_per_s'] / results['sdpa']['tokens_per_s']:>9.2f}")
-    print(f"ratio scratch / sdpa (tokens/s): {ratio:.2f}; first losses: "
-          + ", ".join(f"{impl} {first[impl]:.4f}" for impl in IMPLS))
-    harness.write_report(report, args.out_dir, started=started)
-    return report
+                  "steps_per_round": steps, "warmup": args.warmup},
+        plot=harness.PerRepeat("tokens_per_s", xlabel="round", ylabel="training tokens/s",
+                               sides=tuple(f"{impl} attention" for impl in IMPLS)))
+    return harness.write_report(report, runs, session)
 
 
 if __name__ == "__main__":

@@ -11,21 +11,15 @@ status 0, writing nothing. On a GPU:
    first reaches 1.5;
 2. ``benchmarks/mnist_cnn.py`` on CUDA: time to 99% test accuracy (``mnist_cnn_cuda.json``)::
 
-    .venv/bin/python benchmarks/gpu.py                 # 300 s budget per Transformer run
+    .venv/bin/python -m benchmarks.gpu                 # 300 s budget per Transformer run
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
-
-import torch  # noqa: E402
-
-from benchmarks import chardata, harness, mnist_cnn, transformer_char  # noqa: E402
-from benchmarks.reference import nanogpt_char  # noqa: E402
+from benchmarks import chardata, harness, mnist_cnn, transformer_char
+from benchmarks.reference import nanogpt_char
 
 NAME = "gpu"
 TARGET_VAL_LOSS = 1.5
@@ -39,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=float, default=300.0, help="seconds of training per Transformer run")
     p.add_argument("--eval-every", type=float, default=10.0, help="seconds between validation estimates")
     p.add_argument("--mnist-budget", type=float, default=60.0, help="seconds per MNIST run")
-    return p.parse_args(argv)
+    return harness.parse_args(p, argv)
 
 
 def main(argv=None) -> dict | None:
@@ -47,8 +41,7 @@ def main(argv=None) -> dict | None:
     if not torch.cuda.is_available():
         print(f"gpu benchmark skipped: PyTorch {torch.__version__} sees no CUDA device (nothing written).")
         return None
-    started = time.perf_counter()
-    harness.pin_threads(args.threads)
+    session = harness.start(args, __file__)
     device = torch.device("cuda", 0)
     from dlwb.gpt import GPT, GPTConfig, peak_flops
 
@@ -62,14 +55,6 @@ def main(argv=None) -> dict | None:
     flops_per_token = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=data.vocab_size, n_layer=cfg.n_layer,
                                     n_head=cfg.n_head, n_embd=cfg.n_embd, bias=cfg.bias)).flops_per_token()
     peak = peak_flops(device)
-    report = harness.new_report(
-        NAME, f"GPU: char Transformer (nanoGPT GPU config) on {torch.cuda.get_device_name(device)}", args,
-        what=("dlwb.gpt + Trainer against the nanoGPT-style re-statement, both in bfloat16 autocast, nanoGPT's "
-              "GPU configuration (6 x 6 x 384, context 256, batch 64, dropout 0.2); tokens/s, MFU and the "
-              f"training time until the validation loss (20 fixed batches every {every:g} s) reaches "
-              f"{TARGET_VAL_LOSS}, within {budget:g} s."),
-        settings={"model_and_recipe": cfg.__dict__, "budget_s": budget, "eval_every_s": every,
-                  "flops_per_token": flops_per_token, "peak_flops": peak, "data": data.source})
 
     def run(side, r):
         fn = transformer_char.run_course if side == "course" else transformer_char.run_reference
@@ -85,22 +70,28 @@ def main(argv=None) -> dict | None:
                 "seconds_to_target": None if hit is None else hit["t_s"], "final_val_loss": final["val_loss"]}
 
     runs = harness.interleave(run, args.repeats, seed=args.seed)
-    report["runs"] = runs
-    for key, label, unit, better in [("tokens_per_s", "training tokens/s", "tok/s", "higher"),
-                                      ("mfu", "MFU", "", "higher"),
-                                      ("seconds_to_target", f"seconds to val loss {TARGET_VAL_LOSS}", "s", "lower"),
-                                      ("final_val_loss", "last val loss", "", "lower")]:
-        course, reference = harness.summarise(runs, key)
-        report["metrics"].append(harness.metric(label, course, reference, unit=unit, better=better))
-    report["notes"].append(f"nanoGPT publishes val loss {PUBLISHED_VAL_LOSS} for this configuration after 5000 "
-                           "iterations.")
-    harness.add_curves(report, runs, "val_loss", xlabel="training time (s), evaluations excluded",
-                       ylabel="validation loss (nats/char)")
-    harness.write_report(report, args.out_dir, started=started)
+    report = harness.Report(
+        NAME, f"GPU: char Transformer (nanoGPT GPU config) on {torch.cuda.get_device_name(device)}",
+        what=("dlwb.gpt + Trainer against the nanoGPT-style re-statement, both in bfloat16 autocast, nanoGPT's "
+              "GPU configuration (6 x 6 x 384, context 256, batch 64, dropout 0.2); tokens/s, MFU and the "
+              f"training time until the validation loss (20 fixed batches every {every:g} s) reaches "
+              f"{TARGET_VAL_LOSS}, within {budget:g} s."),
+        summary=f"char Transformer vs nanoGPT recipe, GPU configuration ({torch.cuda.get_device_name(device)})",
+        figures=[harness.Figure("training tokens/s", "tokens_per_s", unit="tok/s", better="higher", headline=True),
+                 harness.Figure("MFU", "mfu", better="higher"),
+                 harness.Figure(f"seconds to val loss {TARGET_VAL_LOSS}", "seconds_to_target", unit="s",
+                                headline=True),
+                 harness.Figure("last val loss", "final_val_loss")],
+        settings={"model_and_recipe": cfg.__dict__, "budget_s": budget, "eval_every_s": every,
+                  "flops_per_token": flops_per_token, "peak_flops": peak, "data": data.source},
+        notes=[f"nanoGPT publishes val loss {PUBLISHED_VAL_LOSS} for this configuration after 5000 iterations."],
+        plot=harness.Lines("val_loss", xlabel="training time (s), evaluations excluded",
+                           ylabel="validation loss (nats/char)"))
+    record = harness.write_report(report, runs, session)
     mnist_argv = ["--device", "cuda", "--threads", str(args.threads), "--repeats", str(args.repeats),
                   "--budget", str(args.mnist_budget), "--out-dir", str(args.out_dir)]
     mnist_cnn.main(mnist_argv + (["--smoke"] if args.smoke else []))
-    return report
+    return record
 
 
 def gpu_config(smoke: bool) -> dict:

@@ -7,10 +7,16 @@ both sides alike; each side's figure is the median over its repeats, and the rep
 ratio course / reference of every figure. Nothing here asserts a speed: timings are recorded
 with the load average and the versions that produced them.
 
-A benchmark builds a report with :func:`new_report`, fills ``runs`` and ``metrics`` (one
-:func:`metric` per figure), adds ``curves`` to plot, and calls :func:`write_report`, which writes
-``<name>.json``, ``<name>.md`` and ``<name>.png`` under ``--out-dir`` (``benchmarks/results/``)
-and rebuilds ``SUMMARY.md`` there from the latest JSON of every benchmark.
+A benchmark's ``main`` measures and declares; the harness renders. It calls :func:`start`
+(threads pinned, the start noted), runs both sides with :func:`interleave`, and declares its
+:class:`Report`: the title, what is compared, the settings, and one :class:`Figure` per row of
+the table (the key of the run records it is the median of, its unit, which way is better, the
+target of the ratio course / reference) and what to plot. :func:`write_report` turns that and
+the runs into ``<name>.json`` (everything), ``<name>.md`` (command, timing, the table of medians
+with their ``[min-max]``, ratios and whether each target is met, the notes, versions and load)
+and ``<name>.png`` under ``--out-dir`` (``benchmarks/results/``), then rebuilds ``SUMMARY.md``
+(every benchmark's table) and ``PERFORMANCE.md`` (the README's Performance table: the figures
+declared ``headline``) there from the latest JSON of every benchmark.
 """
 
 from __future__ import annotations
@@ -27,15 +33,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "labs") not in sys.path:
-    sys.path.insert(0, str(ROOT / "labs"))  # run from a checkout without installing dlwb
-
 RESULTS = ROOT / "benchmarks" / "results"
 SCHEMA_VERSION = 1
 SIDES = ("course", "reference")
@@ -111,28 +115,31 @@ def environment(threads: int) -> dict:
     }
 
 
-def new_report(name: str, title: str, args: argparse.Namespace, *, what: str, settings: dict) -> dict:
-    """The report a benchmark fills in; ``command`` is how to run it again."""
-    argv = " ".join(sys.argv[1:])
-    return {
-        "schema": SCHEMA_VERSION,
-        "benchmark": name,
-        "title": title,
-        "what": what,
-        "command": f".venv/bin/python benchmarks/{name}.py {argv}".strip(),
-        "smoke": bool(args.smoke),
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment(args.threads),
-        "load_average": {"start": load_average()},
-        "repeats": args.repeats,
-        "seed": args.seed,
-        "settings": settings,
-        "runs": {side: [] for side in SIDES},
-        "metrics": [],
-        "curves": [],
-        "plot": {},
-        "notes": [],
-    }
+@dataclass(frozen=True)
+class Session:
+    """When and how a benchmark was started: the report's command, start time and load."""
+
+    args: argparse.Namespace
+    command: str
+    started: float  # time.perf_counter() at the start: the report's wall time counts from here
+    started_utc: str
+    load_at_start: list[float] | None
+
+
+def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``p.parse_args(argv)`` (the command line when ``argv`` is None), keeping ``argv`` for the report's command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def start(args: argparse.Namespace, script: str) -> Session:
+    """Pin the threads, note the start; ``script``: the benchmark's ``__file__`` (run as ``-m benchmarks.<stem>``)."""
+    pin_threads(args.threads)
+    return Session(args, f".venv/bin/python -m benchmarks.{Path(script).stem} {' '.join(args.argv)}".strip(),
+                   time.perf_counter(),
+                   datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), load_average())
 
 
 def interleave(run: Callable[[str, int], dict], repeats: int, sides: Sequence[str] = SIDES, *,
@@ -175,26 +182,42 @@ def median(values: Sequence[float | None]) -> float | None:
     return None if lo is None or hi is None else (lo + hi) / 2
 
 
+def target_met(course: float | None, reference: float | None, better: str, target: float) -> bool | None:
+    """Whether ``course / reference`` is at most ``target`` (lower is better) or at least it (higher is better).
+
+    Where lower is better a side that has no figure counts as larger than any number, as in
+    :func:`median`: the course missing misses the target, the reference missing meets it.
+    ``None`` where that does not decide (no figure on a higher-is-better row, or on both sides).
+    """
+    if course is not None and reference not in (None, 0):
+        ratio = course / reference
+        return ratio <= target if better == "lower" else ratio >= target
+    if better == "lower" and (course is None) != (reference is None):
+        return reference is None
+    return None
+
+
 def metric(name: str, course: float | None, reference: float | None, *, unit: str = "", better: str = "lower",
-           target: str | None = None, course_label: str = "course", reference_label: str = "reference",
-           spread: dict[str, list[float | None]] | None = None) -> dict:
+           target: float | None = None, course_label: str = "course", reference_label: str = "reference",
+           spread: dict[str, list[float | None]] | None = None, headline: bool = False) -> dict:
     """One row of the table: both sides' medians and ``ratio = course / reference`` (``None`` if undefined).
 
     ``better`` says which way is good ("lower" or "higher"); ``target`` is the goal for the
-    ratio, as text (e.g. "<= 0.5"), when there is one; ``spread`` is :func:`spread` of the runs,
-    shown as ``[min-max]`` beside each median that came from more than one run.
+    ratio, when there is one: at most it where lower is better, at least it where higher is
+    (stored as text, e.g. "<= 0.50", with ``target_met``); ``spread`` is :func:`spread` of the
+    runs, shown as ``[min-max]`` beside each median that came from more than one run;
+    ``headline`` rows are also rows of the README's Performance table.
     """
     if better not in ("lower", "higher"):
         raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
     ratio = None if course is None or reference in (None, 0) else course / reference
-    return {"metric": name, "unit": unit, "course": course, "reference": reference, "ratio": ratio,
-            "better": better, "target": target, "course_label": course_label, "reference_label": reference_label,
-            "spread": spread}
-
-
-def summarise(runs: dict[str, list[dict]], key: str) -> tuple[float | None, float | None]:
-    """The median of ``key`` over the course runs and over the reference runs."""
-    return tuple(median([r.get(key) for r in runs[side]]) for side in SIDES)
+    row = {"metric": name, "unit": unit, "course": course, "reference": reference, "ratio": ratio,
+           "better": better, "target": None, "course_label": course_label, "reference_label": reference_label,
+           "spread": spread, "headline": headline}
+    if target is not None:
+        row["target"] = f"{'<=' if better == 'lower' else '>='} {target:.2f}"
+        row["target_met"] = target_met(course, reference, better, target)
+    return row
 
 
 def spread(runs: dict[str, list[dict]], key: str) -> dict[str, list[float | None]]:
@@ -207,14 +230,128 @@ def spread(runs: dict[str, list[dict]], key: str) -> dict[str, list[float | None
     return out
 
 
-def add_curves(report: dict, runs: dict[str, list[dict]], y: str, *, xlabel: str, ylabel: str) -> None:
-    """One curve per run (``x``: each point's ``t_s``, ``y``: its ``y``) and the plot's axis labels."""
-    for side in SIDES:
-        for res in runs[side]:
-            report["curves"].append({"label": f"{side} (repeat {res['repeat'] + 1})", "side": side,
-                                     "x": [p["t_s"] for p in res["points"]],
-                                     "y": [p[y] for p in res["points"]]})
-    report["plot"] = {"xlabel": xlabel, "ylabel": ylabel}
+@dataclass(frozen=True)
+class Figure:
+    """One row of a report: the median over the repeats of one key of each side's run records.
+
+    The row gives both medians with their ``[min-max]`` over the repeats, the ratio
+    course / reference, which way is better and, with ``target``, whether the ratio meets it:
+    ``ratio <= target`` where lower is better, ``ratio >= target`` where higher is.
+    """
+
+    label: str  # what the figure is: the table's first column
+    key: str  # the key of each run record that holds it
+    unit: str = ""  # "s", "tok/s", "img/s"; "" for losses and accuracies
+    better: str = "lower"  # "lower" or "higher": which way is good
+    target: float | None = None  # the aim for the ratio course / reference, if there is one
+    sides: tuple[str, str] = SIDES  # each side's name beside its value where it is not "course" / "reference"
+    detail: tuple[str, str] | None = None  # (key, format) of a median shown beside each value: ("epochs", "epoch {:g}")
+    absent: tuple[str | None, str | None] = (None, None)  # said beside a side that has no figure
+    headline: bool = False  # also a row of the README's Performance table
+
+    def measure(self, runs: dict[str, list[dict]]) -> dict:
+        """The :func:`metric` row of these runs."""
+        values = [median([r.get(self.key) for r in runs[side]]) for side in SIDES]
+        labels = []
+        for side, name, value, absent in zip(SIDES, self.sides, values, self.absent):
+            parts = [name] if name != side else []
+            detail = None if self.detail is None else median([r.get(self.detail[0]) for r in runs[side]])
+            if value is None and absent:
+                parts.append(absent)
+            elif detail is not None:
+                parts.append(self.detail[1].format(detail))
+            labels.append(", ".join(parts) or side)
+        return metric(self.label, *values, unit=self.unit, better=self.better, target=self.target,
+                      course_label=labels[0], reference_label=labels[1], spread=spread(runs, self.key),
+                      headline=self.headline)
+
+
+@dataclass(frozen=True)
+class _LinePlot:
+    y: str  # the run records' key drawn
+    xlabel: str
+    ylabel: str
+
+    def axes(self) -> dict:
+        return {"xlabel": self.xlabel, "ylabel": self.ylabel}
+
+
+@dataclass(frozen=True)
+class Lines(_LinePlot):
+    """One curve per run: each of its ``points``' ``x`` against its ``y``."""
+
+    x: str = "t_s"
+
+    def curves(self, runs: dict[str, list[dict]]) -> list[dict]:
+        return [{"label": f"{side} (repeat {res['repeat'] + 1})", "side": side,
+                 "x": [p[self.x] for p in res["points"]], "y": [p[self.y] for p in res["points"]]}
+                for side in SIDES for res in runs[side]]
+
+
+@dataclass(frozen=True)
+class PerRepeat(_LinePlot):
+    """One curve per side: its ``y`` at each repeat (x: the repeat, from 1)."""
+
+    sides: tuple[str, str] = SIDES  # the curves' labels
+
+    def curves(self, runs: dict[str, list[dict]]) -> list[dict]:
+        return [{"label": label, "side": side, "x": [r["repeat"] + 1 for r in runs[side]],
+                 "y": [r[self.y] for r in runs[side]]} for side, label in zip(SIDES, self.sides)]
+
+
+@dataclass(frozen=True)
+class Bars:
+    """One bar per side and key: the key's median over the side's runs; ``extra`` adds fixed bars (baselines)."""
+
+    keys: dict[str, str]  # bar name -> run key; the bar's label is the name and the side's name
+    xlabel: str
+    sides: tuple[str, str] = SIDES
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def curves(self, runs: dict[str, list[dict]]) -> list[dict]:
+        bars = [{"label": f"{name} {label}".strip(), "side": side, "y": [median([r[key] for r in runs[side]])]}
+                for side, label in zip(SIDES, self.sides) for name, key in self.keys.items()]
+        return bars + [{"label": name, "side": "baseline", "y": [value]} for name, value in self.extra.items()]
+
+    def axes(self) -> dict:
+        return {"kind": "bar", "xlabel": self.xlabel}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a benchmark reports, declared once; :func:`write_report` renders it with the runs.
+
+    From these and the runs come ``<name>.json`` (everything), ``<name>.md`` (the table),
+    ``<name>.png`` (the plot) and the benchmark's rows of ``SUMMARY.md`` and ``PERFORMANCE.md``.
+    """
+
+    name: str  # the files' name: <name>.json, .md, .png
+    title: str  # the Markdown heading
+    what: str  # what is compared with what, and how: one paragraph
+    summary: str  # the benchmark's cell in the README's Performance table
+    figures: Sequence[Figure]  # the table's rows, in order
+    settings: dict  # the recipes and budgets, recorded in the JSON
+    notes: Sequence[str] = ()  # Markdown bullets under the table
+    plot: Lines | PerRepeat | Bars | None = None
+    extra: dict = field(default_factory=dict)  # more of the JSON: published figures, raw results
+
+
+def render(report: Report, runs: dict[str, list[dict]], session: Session) -> dict:
+    """The JSON record of a report: its declaration, the runs, their figures, the machine and the load."""
+    args = session.args
+    record = {
+        "schema": SCHEMA_VERSION, "benchmark": report.name, "title": report.title, "what": report.what,
+        "summary": report.summary, "command": session.command, "smoke": bool(args.smoke),
+        "started_utc": session.started_utc, "environment": environment(args.threads),
+        "load_average": {"start": session.load_at_start, "end": load_average()}, "repeats": args.repeats,
+        "seed": args.seed, "settings": report.settings, "runs": runs,
+        "metrics": [figure.measure(runs) for figure in report.figures],
+        "curves": report.plot.curves(runs) if report.plot else [], "plot": report.plot.axes() if report.plot else {},
+        "notes": list(report.notes), **report.extra,
+        "wall_s": round(time.perf_counter() - session.started, 1),
+    }
+    record["ratios"] = {m["metric"]: m["ratio"] for m in record["metrics"]}
+    return record
 
 
 def _fmt(value, unit: str = "") -> str:
@@ -239,20 +376,53 @@ def _fmt_spread(m: dict, side: str) -> str:
     return f" [{lo}-{hi}]"
 
 
+def _cell(m: dict, side: str) -> str:
+    """One side's value: the median, its ``[min-max]`` over the repeats, and its label where not the side's name."""
+    cell = _fmt(m[side], m["unit"]) + _fmt_spread(m, side)
+    label = m[f"{side}_label"]
+    return cell if label == side else f"{cell} ({label})"
+
+
+def _ratio(m: dict) -> str:
+    return "n/a" if m["ratio"] is None else f"{m['ratio']:.2f}"
+
+
+TARGET_MET = {True: "met", False: "not met", None: "not measured"}
+
+
+def _target(m: dict) -> str:
+    """The target of the ratio and whether this run met it (records older than ``target_met``: the target alone)."""
+    if not m["target"] or "target_met" not in m:
+        return m["target"] or ""
+    return f"{m['target']} ({TARGET_MET[m['target_met']]})"
+
+
 def markdown_table(report: dict) -> str:
     """The report's metrics as a Markdown table (one row per figure)."""
     rows = ["| figure | course | reference | ratio course / reference | better | target |",
             "|---|---|---|---|---|---|"]
-    for m in report["metrics"]:
-        course = _fmt(m["course"], m["unit"]) + _fmt_spread(m, "course")
-        reference = _fmt(m["reference"], m["unit"]) + _fmt_spread(m, "reference")
-        if m["course_label"] != "course":
-            course = f"{course} ({m['course_label']})"
-        if m["reference_label"] != "reference":
-            reference = f"{reference} ({m['reference_label']})"
-        ratio = "n/a" if m["ratio"] is None else f"{m['ratio']:.2f}"
-        rows.append(f"| {m['metric']} | {course} | {reference} | {ratio} | {m['better']} | {m['target'] or ''} |")
+    rows += [f"| {m['metric']} | {_cell(m, 'course')} | {_cell(m, 'reference')} | {_ratio(m)} | {m['better']} "
+             f"| {_target(m)} |" for m in report["metrics"]]
     return "\n".join(rows)
+
+
+def performance_rows(report: dict) -> list[str]:
+    """The report's rows of the README's Performance table: its ``headline`` figures, the benchmark named once."""
+    repeats = f"{report['repeats']} repeat{'s' if report['repeats'] != 1 else ''}"
+    rows = []
+    for m in (m for m in report["metrics"] if m.get("headline")):
+        name = f"{report['summary']} ({repeats})" if not rows else ""
+        rows.append(f"| {name} | {m['metric']} | {_cell(m, 'course')} | {_cell(m, 'reference')} | {_ratio(m)} "
+                    f"| {_target(m)} |")
+    return rows
+
+
+def performance_table(reports: Sequence[dict]) -> str:
+    """The README's Performance table: the headline figures of every report."""
+    rows = ["| benchmark | figure | course | reference | ratio | target |", "|---|---|---|---|---|---|"]
+    for report in reports:
+        rows += performance_rows(report)
+    return "\n".join(rows) + "\n"
 
 
 def _environment_line(report: dict) -> str:
@@ -311,42 +481,44 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(report: dict, out_dir: Path, *, started: float) -> Path:
-    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` to ``out_dir``, then rebuild ``SUMMARY.md``."""
-    report["wall_s"] = round(time.perf_counter() - started, 1)
-    report["load_average"]["end"] = load_average()
-    report["ratios"] = {m["metric"]: m["ratio"] for m in report["metrics"]}
-    out_dir = Path(out_dir)
+def write_report(report: Report, runs: dict[str, list[dict]], session: Session) -> dict:
+    """Render the report with its runs and write ``<name>.json``, ``.md`` and ``.png`` to ``--out-dir``.
+
+    Then rebuild ``SUMMARY.md`` and ``PERFORMANCE.md`` there; returns the JSON record.
+    """
+    record = render(report, runs, session)
+    out_dir = Path(session.args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = report["benchmark"]
-    path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown(report))
-    if report["curves"]:
-        plot(report, out_dir / f"{name}.png")
+    path = out_dir / f"{report.name}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    (out_dir / f"{report.name}.md").write_text(markdown(record))
+    if record["curves"]:
+        plot(record, out_dir / f"{report.name}.png")
     write_summary(out_dir)
-    print(markdown_table(report))
+    print(markdown_table(record))
     print(f"wrote {path} (.md, .png)")
-    return path
+    return record
+
+
+def latest_reports(out_dir: Path) -> list[dict]:
+    """The JSON record of every benchmark in ``out_dir``, in the order of ``ORDER``."""
+    reports = [json.loads(path.read_text()) for path in Path(out_dir).glob("*.json")]
+    reports = [r for r in reports if r.get("schema") == SCHEMA_VERSION]
+    return sorted(reports, key=lambda r: (ORDER.index(r["benchmark"]) if r["benchmark"] in ORDER else len(ORDER),
+                                          r["benchmark"]))
 
 
 def write_summary(out_dir: Path) -> Path:
-    """``SUMMARY.md``: the latest table of every benchmark whose JSON is in ``out_dir``."""
-    reports = []
-    for path in Path(out_dir).glob("*.json"):
-        report = json.loads(path.read_text())
-        if report.get("schema") == SCHEMA_VERSION:
-            reports.append(report)
-    reports.sort(key=lambda r: (ORDER.index(r["benchmark"]) if r["benchmark"] in ORDER else len(ORDER),
-                                r["benchmark"]))
+    """``SUMMARY.md``: the latest table of every benchmark in ``out_dir``; ``PERFORMANCE.md``: the README's table."""
+    reports = latest_reports(out_dir)
     lines = ["# Benchmark results", "",
              "Course code against reference implementations, run side by side in one process "
              "(interleaved repeats, medians, ratios course / reference). Regenerated by each benchmark run; "
              "see `benchmarks/README.md`.", ""]
-    for report in reports:
-        lines.append(markdown(report))
+    lines += [markdown(report) for report in reports]
     path = Path(out_dir) / "SUMMARY.md"
     path.write_text("\n".join(lines))
+    (Path(out_dir) / "PERFORMANCE.md").write_text(performance_table(reports))
     return path
 
 

@@ -11,23 +11,19 @@ same float32 Keras run. The reference is Keras 3 ``model.fit`` on NumPy arrays (
 backend, ``jit_compile=False`` on the CPU as in the chapters). Per epoch times come from each framework's own epoch boundaries; the first epoch
 (Keras traces its graph there) is reported apart from the steady epochs. Ratio: PyTorch / Keras::
 
-    .venv/bin/python benchmarks/keras_vs_torch.py                 # 3 epochs, 3 repeats
+    .venv/bin/python -m benchmarks.keras_vs_torch                 # 3 epochs, 3 repeats
 """
 
 from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "keras_vs_torch"
 MODELS = {"mlp": {"batch_size": 64, "lr": 1e-3}, "cnn": {"batch_size": 128, "lr": 1e-3}}  # chapters 03 and 04
@@ -37,7 +33,7 @@ HIDDEN = 128  # chapter 03's MLP width
 def parse_args(argv=None):
     p = harness.parser(__doc__.split("\n\n")[0], repeats=3)
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3; at least 2)")
-    return p.parse_args(argv)
+    return harness.parse_args(p, argv)
 
 
 def torch_model(kind: str) -> nn.Module:
@@ -63,7 +59,8 @@ def keras_model(kind: str):
 
 def run_torch(kind, data, epochs, seed, amp=False):
     from dlwb.data import TensorBatches
-    from dlwb.train import Trainer, accuracy
+    from dlwb.metrics import accuracy
+    from dlwb.train import Trainer
 
     fmt = torch.channels_last if kind == "cnn" else torch.contiguous_format
     X = torch.from_numpy(data.x_train[:, None]).contiguous(memory_format=fmt)  # (N, 1, 28, 28)
@@ -113,8 +110,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.epochs < 2:
         raise SystemExit("--epochs must be at least 2: the first epoch is reported apart from the steady ones")
-    started = time.perf_counter()
-    harness.pin_threads(args.threads)
+    session = harness.start(args, __file__)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
@@ -135,16 +131,7 @@ def main(argv=None) -> dict:
     if args.smoke:
         mnist = dlwb_data.ImageData(mnist.x_train[:256], mnist.y_train[:256], mnist.x_test[:200], mnist.y_test[:200],
                                     source=mnist.source + ", 256 train / 200 test images (smoke)")
-    report = harness.new_report(
-        NAME, "Keras vs PyTorch: the same MLP and CNN on MNIST (CPU)", args,
-        what=("Chapter 03's MLP and chapter 04's classic CNN, trained by dlwb.train.Trainer (PyTorch, the 'course' "
-              f"column) and by Keras 3 model.fit (TensorFlow backend, the 'reference' column), {args.epochs} epochs "
-              "each, Adam 1e-3; seconds per epoch (first epoch apart) and test accuracy after the last epoch."),
-        settings={"models": MODELS, "epochs": args.epochs, "data": mnist.source,
-                  "train_images": len(mnist.x_train), "keras_backend": keras.backend.backend(),
-                  "tensorflow_threads": tf_threads})
-    report["environment"]["versions"].setdefault("keras", keras.__version__)
-    print(f"{report['title']}: {mnist.source}, {args.epochs} epochs, {args.repeats} repeat(s)")
+    print(f"Keras vs PyTorch: {mnist.source}, {args.epochs} epochs, {args.repeats} repeat(s)")
 
     def run(side, r):
         result = {}
@@ -167,36 +154,40 @@ def main(argv=None) -> dict:
         return result
 
     runs = harness.interleave(run, args.repeats, seed=args.seed)
-    report["runs"] = runs
-    for kind in MODELS:
-        for key, label, unit, better in [("epoch_s", "seconds per epoch (epochs 2+)", "s", "lower"),
-                                         ("first_epoch_s", "seconds, first epoch", "s", "lower"),
-                                         ("test_acc", f"test accuracy after {args.epochs} epochs", "", "higher")]:
-            course, reference = harness.summarise(runs, f"{kind}_{key}")
-            target = "<= 1.00" if (kind, key) == ("cnn", "epoch_s") else None
-            report["metrics"].append(harness.metric(f"{kind.upper()}: {label}", course, reference, unit=unit,
-                                                    better=better, course_label="PyTorch", reference_label="Keras",
-                                                    target=target, spread=harness.spread(runs, f"{kind}_{key}")))
+    per_epoch, first_epoch = "seconds per epoch (epochs 2+)", "seconds, first epoch"
+    accuracy = f"test accuracy after {args.epochs} epochs"
+    figures = [harness.Figure(f"{kind.upper()}: {label}", f"{kind}_{key}", unit=unit, better=better,
+                              target=1.0 if (kind, key) == ("cnn", "epoch_s") else None,
+                              sides=("PyTorch", "Keras"), headline=kind == "cnn")
+               for kind in MODELS for key, label, unit, better in [("epoch_s", per_epoch, "s", "lower"),
+                                                                   ("first_epoch_s", first_epoch, "s", "lower"),
+                                                                   ("test_acc", accuracy, "", "higher")]]
     if bf16:
-        for key, label, unit, better in [("epoch_s", "seconds per epoch (epochs 2+)", "s", "lower"),
-                                         ("test_acc", f"test accuracy after {args.epochs} epochs", "", "higher")]:
-            course, reference = harness.summarise(runs, f"cnn_bf16_{key}")
-            report["metrics"].append(harness.metric(f"CNN, PyTorch in bf16 autocast: {label}", course, reference,
-                                                    unit=unit, better=better, course_label="PyTorch bf16",
-                                                    reference_label="Keras float32",
-                                                    spread=harness.spread(runs, f"cnn_bf16_{key}")))
-    for side, framework in zip(harness.SIDES, ("PyTorch", "Keras")):
-        for kind in MODELS:
-            report["curves"].append({"label": f"{kind.upper()} {framework}", "side": side,
-                                     "y": [harness.median([r[f"{kind}_epoch_s"] for r in runs[side]])]})
-    report["plot"] = {"kind": "bar", "xlabel": "seconds per epoch (median, epochs 2+)"}
-    report["notes"].append("Here 'course' is PyTorch through dlwb.train.Trainer and 'reference' is Keras 3 "
-                           "model.fit; a ratio below 1 for seconds means PyTorch is faster.")
+        figures += [harness.Figure(f"CNN, PyTorch in bf16 autocast: {label}", f"cnn_bf16_{key}", unit=unit,
+                                   better=better, target=1.0 if key == "epoch_s" else None,
+                                   sides=("PyTorch bf16", "Keras float32"), headline=key == "epoch_s")
+                    for key, label, unit, better in [("epoch_s", per_epoch, "s", "lower"),
+                                                     ("test_acc", accuracy, "", "higher")]]
+    notes = ["Here 'course' is PyTorch through dlwb.train.Trainer and 'reference' is Keras 3 model.fit; a ratio "
+             "below 1 for seconds means PyTorch is faster."]
     if "subset" in mnist.source:
-        report["notes"].append(f"Offline MNIST subset: {len(mnist.x_train):,} training and "
-                               f"{len(mnist.x_test):,} held-out test images.")
-    harness.write_report(report, args.out_dir, started=started)
-    return report
+        notes.append(f"Offline MNIST subset: {len(mnist.x_train):,} training and {len(mnist.x_test):,} held-out "
+                     "test images.")
+    report = harness.Report(
+        NAME, "Keras vs PyTorch: the same MLP and CNN on MNIST (CPU)",
+        what=("Chapter 03's MLP and chapter 04's classic CNN, trained by dlwb.train.Trainer (PyTorch, the 'course' "
+              f"column) and by Keras 3 model.fit (TensorFlow backend, the 'reference' column), {args.epochs} epochs "
+              "each, Adam 1e-3; seconds per epoch (first epoch apart) and test accuracy after the last epoch."),
+        summary=("PyTorch `Trainer` vs Keras `fit`, chapter 04's fast twin of the classic CNN "
+                 f"({len(mnist.x_train):,} MNIST training images)"),
+        figures=figures,
+        settings={"models": MODELS, "epochs": args.epochs, "data": mnist.source,
+                  "train_images": len(mnist.x_train), "keras_backend": keras.backend.backend(),
+                  "tensorflow_threads": tf_threads},
+        notes=notes,
+        plot=harness.Bars({kind.upper(): f"{kind}_epoch_s" for kind in MODELS}, sides=("PyTorch", "Keras"),
+                          xlabel="seconds per epoch (median, epochs 2+)"))
+    return harness.write_report(report, runs, session)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,17 @@ clipping at 5). Both carry the state from batch to batch. Each is evaluated on t
 benchmark's 20 fixed validation batches of 12 windows x 64 characters, from a zero state, when its
 training clock (evaluations excluded) passes each checkpoint::
 
-    .venv/bin/python benchmarks/lstm_char.py                   # checkpoint 150 s
-    .venv/bin/python benchmarks/lstm_char.py --checkpoints 60 --repeats 1
+    .venv/bin/python -m benchmarks.lstm_char                   # checkpoint 150 s
+    .venv/bin/python -m benchmarks.lstm_char --checkpoints 60 --repeats 1
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
+import torch
+from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
-
-import torch  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
-
-from benchmarks import chardata, harness  # noqa: E402
-from benchmarks.reference import lstm_char  # noqa: E402
+from benchmarks import chardata, harness
+from benchmarks.reference import lstm_char
 
 NAME = "lstm_char"
 TARGET_VAL_LOSS = 1.755  # the course's target for a 2 x 256 LSTM (embedding 64) at about 150 s of training
@@ -37,7 +31,7 @@ def parse_args(argv=None):
     p = harness.parser(__doc__.split("\n\n")[0], repeats=1)
     p.add_argument("--checkpoints", type=float, nargs="+", default=[150.0],
                    help="seconds of training time at which to evaluate (default 150)")
-    return p.parse_args(argv)
+    return harness.parse_args(p, argv)
 
 
 @torch.no_grad()
@@ -89,8 +83,7 @@ def run_reference(data, cfg, val_batches, checkpoints, seed, max_steps):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    started = time.perf_counter()
-    harness.pin_threads(args.threads)
+    session = harness.start(args, __file__)
     checkpoints = [1.0, 2.0] if args.smoke else sorted(args.checkpoints)
     max_steps = 25 if args.smoke else 10**9  # the time budget decides
     data = chardata.load(smoke=args.smoke)
@@ -98,16 +91,7 @@ def main(argv=None) -> dict:
     eval_batches = 2 if args.smoke else EVAL_BATCHES
     val_batches = chardata.fixed_windows(data.val_ids, EVAL_LEN, EVAL_BATCH, eval_batches, EVAL_SEED)
     curve = checkpoints if args.smoke else sorted(set(checkpoints) | {max(checkpoints) * k / 6 for k in range(1, 6)})
-    report = harness.new_report(
-        NAME, "Char LSTM vs char-rnn-style baseline (tiny Shakespeare, CPU)", args,
-        what=("dlwb.rnn.CharLSTM + TBPTTTrainer (chapter 05: 32 x 128 BPTT batches, Adam 2e-3, norm clip 1) "
-              "against a char-rnn-style re-statement (benchmarks/reference/lstm_char.py: 50 x 50 batches, "
-              "RMSprop 2e-3, element-wise clip 5); both 2 x 256 LSTM over a 64-wide embedding; validation loss "
-              "on the Transformer benchmark's 20 fixed batches of 12 x 64 characters, from a zero state, "
-              "at the checkpoints of training time."),
-        settings={"course": COURSE, "reference": cfg.__dict__, "checkpoints_s": checkpoints,
-                  "eval": {"batches": eval_batches, "batch_size": EVAL_BATCH, "length": EVAL_LEN}, "data": data.source})
-    print(f"{report['title']}: {data.source}, checkpoints {checkpoints} s, {args.repeats} repeat(s)")
+    print(f"char LSTM: {data.source}, checkpoints {checkpoints} s, {args.repeats} repeat(s)")
 
     def run(side, r):
         fn = run_course if side == "course" else run_reference
@@ -115,20 +99,25 @@ def main(argv=None) -> dict:
         return clock.result(checkpoints, first, last)
 
     runs = harness.interleave(run, args.repeats, seed=args.seed)
-    report["runs"] = runs
-    for c in checkpoints:
-        course, ref = harness.summarise(runs, f"val_loss_at_{c:g}s")
-        report["metrics"].append(harness.metric(f"val loss at {c:g} s of training", course, ref, better="lower",
-                                                target="<= 1.00"))
-    course, ref = harness.summarise(runs, "tokens_per_s")
-    report["metrics"].append(harness.metric("training tokens/s", course, ref, unit="tok/s", better="higher"))
-    report["published"] = {"target_val_loss_at_about_150s": TARGET_VAL_LOSS}
-    report["notes"].append(f"The course's target for this model size at about 150 s: val loss {TARGET_VAL_LOSS}. "
-                           "char-rnn publishes no tiny-Shakespeare loss.")
-    harness.add_curves(report, runs, "val_loss", xlabel="training time (s), evaluations excluded",
-                       ylabel="validation loss (nats/char)")
-    harness.write_report(report, args.out_dir, started=started)
-    return report
+    report = harness.Report(
+        NAME, "Char LSTM vs char-rnn-style baseline (tiny Shakespeare, CPU)",
+        what=("dlwb.rnn.CharLSTM + TBPTTTrainer (chapter 05: 32 x 128 BPTT batches, Adam 2e-3, norm clip 1) "
+              "against a char-rnn-style re-statement (benchmarks/reference/lstm_char.py: 50 x 50 batches, "
+              "RMSprop 2e-3, element-wise clip 5); both 2 x 256 LSTM over a 64-wide embedding; validation loss "
+              "on the Transformer benchmark's 20 fixed batches of 12 x 64 characters, from a zero state, "
+              "at the checkpoints of training time."),
+        summary="char LSTM 2×256 vs char-rnn recipe",
+        figures=[*(harness.Figure(f"val loss at {c:g} s of training", f"val_loss_at_{c:g}s", target=1.0,
+                                  headline=True) for c in checkpoints),
+                 harness.Figure("training tokens/s", "tokens_per_s", unit="tok/s", better="higher")],
+        settings={"course": COURSE, "reference": cfg.__dict__, "checkpoints_s": checkpoints,
+                  "eval": {"batches": eval_batches, "batch_size": EVAL_BATCH, "length": EVAL_LEN}, "data": data.source},
+        notes=[f"The course's target for this model size at about 150 s: val loss {TARGET_VAL_LOSS}. "
+               "char-rnn publishes no tiny-Shakespeare loss."],
+        plot=harness.Lines("val_loss", xlabel="training time (s), evaluations excluded",
+                           ylabel="validation loss (nats/char)"),
+        extra={"published": {"target_val_loss_at_about_150s": TARGET_VAL_LOSS}})
+    return harness.write_report(report, runs, session)
 
 
 if __name__ == "__main__":

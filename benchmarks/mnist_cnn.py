@@ -17,24 +17,18 @@ time at which the test accuracy first reaches each target (99.0% and 99.3%; on t
 subset that ``dlwb.data.load_mnist`` falls back to without the full set, also 97% and 98%), and
 the best accuracy::
 
-    .venv/bin/python benchmarks/mnist_cnn.py                        # both targets, full recipes, 1 repeat
-    .venv/bin/python benchmarks/mnist_cnn.py --repeats 3            # the median of 3 interleaved repeats
-    .venv/bin/python benchmarks/mnist_cnn.py --budget 45            # at most 45 s of training per run
+    .venv/bin/python -m benchmarks.mnist_cnn                        # both targets, full recipes, 1 repeat
+    .venv/bin/python -m benchmarks.mnist_cnn --repeats 3            # the median of 3 interleaved repeats
+    .venv/bin/python -m benchmarks.mnist_cnn --budget 45            # at most 45 s of training per run
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
+import torch
+from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks import harness  # noqa: E402
-from benchmarks.reference import mnist_examples_net as ref  # noqa: E402
+from benchmarks import harness
+from benchmarks.reference import mnist_examples_net as ref
 
 NAME = "mnist_cnn"
 TARGETS = (0.99, 0.993)
@@ -49,7 +43,7 @@ def parse_args(argv=None):
                    help="seconds of training per run (default: none; a run ends at every target or at its "
                         "recipe's last epoch)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the gpu benchmark passes cuda)")
-    return p.parse_args(argv)
+    return harness.parse_args(p, argv)
 
 
 class TimeToAccuracy:
@@ -82,7 +76,8 @@ def sync(device: torch.device) -> None:
 def run_course(data, targets, budget, seed, device):
     from benchmarks.course_models import AugmentedTrainer, StrongCNN, augment
     from dlwb.data import TensorBatches
-    from dlwb.train import Callback, accuracy
+    from dlwb.metrics import accuracy
+    from dlwb.train import Callback
 
     fmt = torch.channels_last if COURSE["channels_last"] else torch.contiguous_format
     X = torch.from_numpy(data.x_train[:, None]).contiguous(memory_format=fmt)  # (N, 1, 28, 28)
@@ -148,8 +143,7 @@ def run_reference(data, targets, budget, seed, device):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    started = time.perf_counter()
-    harness.pin_threads(args.threads)
+    session = harness.start(args, __file__)
     device = torch.device(args.device)
     from dlwb import data as dlwb_data
 
@@ -161,24 +155,7 @@ def main(argv=None) -> dict:
     targets = sorted(set(TARGETS) | (set(SUBSET_TARGETS) if subset or args.smoke else set()))
     budget = 2.0 if args.smoke else args.budget
     within = "until every target or the recipe's last epoch" if budget is None else f"within {budget:g} s per run"
-    name = NAME if device.type == "cpu" else f"{NAME}_{device.type}"
-    report = harness.new_report(
-        name, f"MNIST CNN time to accuracy: chapter 04 vs pytorch/examples ({device.type})", args,
-        what=("Chapter 04's StrongCNN recipe (AdamW 3e-3, one-cycle over 4 epochs, batch 128, augmentation, bf16 where native) "
-              "against the pytorch/examples MNIST recipe (Net, Adadelta 1.0, StepLR 0.7, batch 64, 14 epochs) in "
-              "its accelerator data order (reshuffled every epoch; upstream keeps the file order on a CPU), both "
-              f"on {len(mnist.x_train):,} training images held in memory; training time (tests on the "
-              f"{len(mnist.x_test):,} test images after each epoch excluded) until the test accuracy first reaches "
-              f"each target, {within}."),
-        settings={"course": COURSE, "reference": ref.Config().__dict__, "budget_s": budget, "targets": targets,
-                  "data": mnist.source, "train_images": len(mnist.x_train), "test_images": len(mnist.x_test),
-                  "device": str(device)})
-    if subset:
-        report["notes"].append(
-            f"Only the offline 5,000-image MNIST subset exists here ({mnist.source}): {len(mnist.x_train):,} training "
-            f"images and the {len(mnist.x_test):,} held-out test images (100 per digit) of dlwb.data.load_mnist. "
-            "Accuracies are lower than on the full set; the 97% and 98% targets are added for that reason.")
-    print(f"{report['title']}: {mnist.source}, targets {targets}, {within}, {args.repeats} repeat(s)")
+    print(f"MNIST CNN ({device.type}): {mnist.source}, targets {targets}, {within}, {args.repeats} repeat(s)")
 
     def run(side, r):
         fn = run_course if side == "course" else run_reference
@@ -193,23 +170,31 @@ def main(argv=None) -> dict:
         return result
 
     runs = harness.interleave(run, args.repeats, seed=args.seed)
-    report["runs"] = runs
-    for target in targets:
-        course, reference = harness.summarise(runs, f"seconds_to_{target:.3f}")
-        epochs = harness.summarise(runs, f"epochs_to_{target:.3f}")
-        report["metrics"].append(harness.metric(
-            f"seconds to {target:.1%} test accuracy", course, reference, unit="s", better="lower",
-            target="<= 0.25" if target == 0.99 else None, spread=harness.spread(runs, f"seconds_to_{target:.3f}"),
-            course_label="course" if course is None else f"epoch {epochs[0]:g}",
-            reference_label="reference" if reference is None else f"epoch {epochs[1]:g}"))
-    course, reference = harness.summarise(runs, "best_test_acc")
-    report["metrics"].append(harness.metric(
-        "best test accuracy" + ("" if budget is None else f" within {budget:g} s"), course, reference, better="higher",
-        spread=harness.spread(runs, "best_test_acc")))
-    harness.add_curves(report, runs, "test_acc", xlabel="training time (s), tests excluded",
-                       ylabel="test accuracy")
-    harness.write_report(report, args.out_dir, started=started)
-    return report
+    subset_note = (f"Only the offline 5,000-image MNIST subset exists here ({mnist.source}): {len(mnist.x_train):,} "
+                   f"training images and the {len(mnist.x_test):,} held-out test images (100 per digit) of "
+                   "dlwb.data.load_mnist. Accuracies are lower than on the full set; the 97% and 98% targets are "
+                   "added for that reason.")
+    report = harness.Report(
+        NAME if device.type == "cpu" else f"{NAME}_{device.type}",
+        f"MNIST CNN time to accuracy: chapter 04 vs pytorch/examples ({device.type})",
+        what=("Chapter 04's StrongCNN recipe (AdamW 3e-3, one-cycle over 4 epochs, batch 128, augmentation, bf16 where native) "
+              "against the pytorch/examples MNIST recipe (Net, Adadelta 1.0, StepLR 0.7, batch 64, 14 epochs) in "
+              "its accelerator data order (reshuffled every epoch; upstream keeps the file order on a CPU), both "
+              f"on {len(mnist.x_train):,} training images held in memory; training time (tests on the "
+              f"{len(mnist.x_test):,} test images after each epoch excluded) until the test accuracy first reaches "
+              f"each target, {within}."),
+        summary=f"MNIST CNN vs pytorch/examples `Net` ({device.type}, {len(mnist.x_train):,} training images)",
+        figures=[*(harness.Figure(f"seconds to {t:.1%} test accuracy", f"seconds_to_{t:.3f}", unit="s",
+                                  target=0.25 if t == 0.99 else None, headline=t in TARGETS,
+                                  detail=(f"epochs_to_{t:.3f}", "epoch {:g}")) for t in targets),
+                 harness.Figure("best test accuracy" + ("" if budget is None else f" within {budget:g} s"),
+                                "best_test_acc", better="higher", headline=True)],
+        settings={"course": COURSE, "reference": ref.Config().__dict__, "budget_s": budget, "targets": targets,
+                  "data": mnist.source, "train_images": len(mnist.x_train), "test_images": len(mnist.x_test),
+                  "device": str(device)},
+        notes=[subset_note] if subset else [],
+        plot=harness.Lines("test_acc", xlabel="training time (s), tests excluded", ylabel="test accuracy"))
+    return harness.write_report(report, runs, session)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Run the CPU set of benchmarks one after another, each in its own process.
 
-The budgets are the standalone defaults scaled down, with 3 interleaved repeats wherever the
-issue's targets are measured: the char Transformer's 60 and 150 s checkpoints (each side also
+The budgets are the standalone defaults scaled down, with 3 interleaved repeats wherever a
+figure has a target ratio: the char Transformer's 60 and 150 s checkpoints (each side also
 stops at iteration 2000, whose validation loss it reports; 3 repeats), the char LSTM at 60 s
 (1 repeat), the MNIST CNN with at most 400 s of training per run (3 repeats: long enough for
 the pytorch/examples recipe to reach 99.0%; the longest part of the set), Keras vs PyTorch
@@ -52,9 +52,10 @@ def main(argv=None) -> int:
     for name in args.only or CPU_SET:
         extra = ["--smoke", "--repeats", "1"] if args.smoke else CPU_SET[name]
         out_dir = [] if args.out_dir.resolve() == (BENCHMARKS / "results") else ["--out-dir", str(args.out_dir)]
-        cmd = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--threads", str(args.threads), *out_dir, *extra]
+        cmd = [sys.executable, "-m", f"benchmarks.{name}", "--threads", str(args.threads), *out_dir, *extra]
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
+        # From the folder above this package: the child imports the same `benchmarks` as this process.
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             failed.append(name)
         print(f"=== {name}: {time.perf_counter() - t0:.0f} s", flush=True)

@@ -12,24 +12,19 @@ batches (12 x 64 characters, nanoGPT's ``--eval_iters=20``) when its training cl
 iteration 2000. Reported: validation loss at each checkpoint, training tokens per second, and
 the ratios course / reference::
 
-    .venv/bin/python benchmarks/transformer_char.py                       # checkpoints 60, 150, 300 s
-    .venv/bin/python benchmarks/transformer_char.py --checkpoints 60 150 --repeats 1
-    .venv/bin/python benchmarks/transformer_char.py --reproduce           # to iteration 2000, both sides
+    .venv/bin/python -m benchmarks.transformer_char                       # checkpoints 60, 150, 300 s
+    .venv/bin/python -m benchmarks.transformer_char --checkpoints 60 150 --repeats 1
+    .venv/bin/python -m benchmarks.transformer_char --reproduce           # to iteration 2000, both sides
 """
 
 from __future__ import annotations
 
-import sys
-import time
 from functools import partial
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` as a package, run as a script
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks import chardata, harness  # noqa: E402
-from benchmarks.reference import nanogpt_char  # noqa: E402
+from benchmarks import chardata, harness
+from benchmarks.reference import nanogpt_char
 
 NAME = "transformer_char"
 PUBLISHED_VAL_LOSS = 1.8857  # nanoGPT CPU command at iteration 2000, seed 1337 (README: "1.88")
@@ -42,13 +37,14 @@ def parse_args(argv=None):
                    help="seconds of training time at which to evaluate (default 60 150 300)")
     p.add_argument("--reproduce", action="store_true",
                    help="train both sides for the recipe's full 2000 iterations (no time limit)")
-    return p.parse_args(argv)
+    return harness.parse_args(p, argv)
 
 
 def run_course(data, cfg, val_batches, checkpoints, seed, *, max_iters, device="cpu", stop_below=None):
     """dlwb.gpt's model, optimizer, schedule and batches, trained by dlwb.train.Trainer (bf16 autocast on CUDA and bf16 CPUs)."""
-    from dlwb.gpt import GPT, GPTConfig, RandomBatches, configure_optimizer, gpt_loss
+    from dlwb.gpt import GPT, GPTConfig, RandomBatches, configure_optimizer
     from dlwb.optim import warmup_cosine
+    from dlwb.text import sequence_cross_entropy
     from dlwb.train import Callback, Trainer
 
     device = torch.device(device)
@@ -59,7 +55,7 @@ def run_course(data, cfg, val_batches, checkpoints, seed, *, max_iters, device="
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(  # nanoGPT's warm-up: from lr / (W + 1)
         warmup_cosine, lr=1.0, warmup_steps=cfg.warmup_iters, total_steps=cfg.lr_decay_iters,
         start_lr=1 / (cfg.warmup_iters + 1), final_lr=cfg.min_lr / cfg.learning_rate))
-    trainer = Trainer(model, optimizer, gpt_loss, device=device, amp=True, grad_clip=cfg.grad_clip,
+    trainer = Trainer(model, optimizer, sequence_cross_entropy, device=device, amp=True, grad_clip=cfg.grad_clip,
                       scheduler=scheduler, progress=False)
     clock = chardata.TimeCheckpoints(checkpoints, lambda: trainer.evaluate(val_batches)["loss"], max_steps=max_iters,
                                      extra_steps=[cfg.max_iters], stop_below=stop_below)
@@ -107,8 +103,7 @@ def _with_curve(checkpoints, every):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    started = time.perf_counter()
-    harness.pin_threads(args.threads)
+    session = harness.start(args, __file__)
     cfg = nanogpt_char.Config()
     checkpoints = [0.5, 1.0, 2.0] if args.smoke else sorted(args.checkpoints)
     if args.reproduce:
@@ -117,16 +112,7 @@ def main(argv=None) -> dict:
     curve_every = 0.5 if args.smoke else (30.0 if max(checkpoints) <= 600 else 3600.0)
     data = chardata.load(smoke=args.smoke)
     val_batches = chardata.fixed_windows(data.val_ids, cfg.block_size, cfg.batch_size, EVAL_BATCHES, EVAL_SEED)
-    report = harness.new_report(
-        NAME, "Char Transformer vs nanoGPT-style baseline (tiny Shakespeare, CPU)", args,
-        what=("dlwb.gpt.GPT + dlwb.train.Trainer against a nanoGPT-style re-statement "
-              "(benchmarks/reference/nanogpt_char.py); 4 layers x 4 heads x 128, context 64, batch 12, "
-              "AdamW lr 1e-3 with 100 warm-up iterations and a cosine decay to 1e-4 at iteration 2000, no dropout; "
-              "validation loss on 20 fixed batches of 12 x 64 characters at the checkpoints of training time "
-              "(evaluations not counted); each side stops at its last checkpoint or at iteration 2000."),
-        settings={"model_and_recipe": cfg.__dict__, "checkpoints_s": checkpoints, "max_iters": max_iters,
-                  "eval_batches": EVAL_BATCHES, "data": data.source, "reproduce": args.reproduce})
-    print(f"{report['title']}: {data.source}, checkpoints {checkpoints} s, {args.repeats} repeat(s)")
+    print(f"char Transformer: {data.source}, checkpoints {checkpoints} s, {args.repeats} repeat(s)")
 
     def run(side, r):
         fn = run_course if side == "course" else run_reference
@@ -138,31 +124,31 @@ def main(argv=None) -> dict:
         return result
 
     runs = harness.interleave(run, args.repeats, seed=args.seed)
-    report["runs"] = runs
-    if not args.reproduce:
-        for c in checkpoints:
-            course, ref = harness.summarise(runs, f"val_loss_at_{c:g}s")
-            steps = harness.summarise(runs, f"step_at_{c:g}s")
-            report["metrics"].append(harness.metric(
-                f"val loss at {c:g} s of training", course, ref, better="lower", target="<= 1.00",
-                spread=harness.spread(runs, f"val_loss_at_{c:g}s"),
-                course_label=f"iter {steps[0]}", reference_label=f"iter {steps[1]}"))
-    course, ref = harness.summarise(runs, "tokens_per_s")
-    report["metrics"].append(harness.metric("training tokens/s", course, ref, unit="tok/s", better="higher",
-                                            target=">= 1.10", spread=harness.spread(runs, "tokens_per_s")))
-    course, ref = harness.summarise(runs, "val_loss_at_iter_2000")
-    report["metrics"].append(harness.metric(
-        "val loss at iteration 2000", course, ref, better="lower", target="<= 1.00",
-        spread=harness.spread(runs, "val_loss_at_iter_2000"),
-        reference_label="published 1.8857" if ref is None else "reference"))
-    report["published"] = {"val_loss_at_iter_2000_seed_1337": PUBLISHED_VAL_LOSS}
-    harness.add_curves(report, runs, "val_loss", xlabel="training time (s), evaluations excluded",
-                       ylabel="validation loss (nats/char)")
-    report["notes"].append(f"Published reference figure: val loss {PUBLISHED_VAL_LOSS} at iteration 2000 (seed 1337, "
-                           "nanoGPT's CPU command); 'n/a' at iteration 2000 means that side did not get there "
-                           "within the time budget (run with --reproduce for the full 2000 iterations).")
-    harness.write_report(report, args.out_dir, started=started)
-    return report
+    at_checkpoints = [] if args.reproduce else [
+        harness.Figure(f"val loss at {c:g} s of training", f"val_loss_at_{c:g}s", target=1.0,
+                       detail=(f"step_at_{c:g}s", "iter {:g}"), headline=c == checkpoints[0]) for c in checkpoints]
+    report = harness.Report(
+        NAME, "Char Transformer vs nanoGPT-style baseline (tiny Shakespeare, CPU)",
+        what=("dlwb.gpt.GPT + dlwb.train.Trainer against a nanoGPT-style re-statement "
+              "(benchmarks/reference/nanogpt_char.py); 4 layers x 4 heads x 128, context 64, batch 12, "
+              "AdamW lr 1e-3 with 100 warm-up iterations and a cosine decay to 1e-4 at iteration 2000, no dropout; "
+              "validation loss on 20 fixed batches of 12 x 64 characters at the checkpoints of training time "
+              "(evaluations not counted); each side stops at its last checkpoint or at iteration 2000."),
+        summary="char Transformer vs nanoGPT recipe (4×4×128, ctx 64, batch 12; course in bf16 where native)",
+        figures=[*at_checkpoints,
+                 harness.Figure("training tokens/s", "tokens_per_s", unit="tok/s", better="higher", target=1.10,
+                                headline=True),
+                 harness.Figure("val loss at iteration 2000", "val_loss_at_iter_2000", target=1.0, headline=True,
+                                absent=(None, f"published {PUBLISHED_VAL_LOSS}"))],
+        settings={"model_and_recipe": cfg.__dict__, "checkpoints_s": checkpoints, "max_iters": max_iters,
+                  "eval_batches": EVAL_BATCHES, "data": data.source, "reproduce": args.reproduce},
+        notes=[f"Published reference figure: val loss {PUBLISHED_VAL_LOSS} at iteration 2000 (seed 1337, nanoGPT's "
+               "CPU command); 'n/a' at iteration 2000 means that side did not get there within the time budget "
+               "(run with --reproduce for the full 2000 iterations)."],
+        plot=harness.Lines("val_loss", xlabel="training time (s), evaluations excluded",
+                           ylabel="validation loss (nats/char)"),
+        extra={"published": {"val_loss_at_iter_2000_seed_1337": PUBLISHED_VAL_LOSS}})
+    return harness.write_report(report, runs, session)
 
 
 if __name__ == "__main__":

@@ -14,33 +14,34 @@ import ast
 import importlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import harness
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import harness  # noqa: E402
+BENCHMARKS = ("transformer_char", "lstm_char", "mnist_cnn", "keras_vs_torch", "gan", "gpt_throughput", "gpu")
 
 SMOKE = ["--smoke", "--repeats", "1"]
 
 
 def run_benchmark(name: str, out_dir: Path, *extra: str) -> dict:
     module = importlib.import_module(f"benchmarks.{name}")
-    module.main([*SMOKE, "--out-dir", str(out_dir), *extra])
+    argv = [*SMOKE, "--out-dir", str(out_dir), *extra]
+    module.main(argv)
     report = json.loads((out_dir / f"{name}.json").read_text())
-    check_schema(report, name, out_dir)
+    check_schema(report, name, out_dir, argv)
     return report
 
 
-def check_schema(report: dict, name: str, out_dir: Path) -> None:
+def check_schema(report: dict, name: str, out_dir: Path, argv: list[str]) -> None:
     assert report["schema"] == harness.SCHEMA_VERSION and report["benchmark"] == name
     assert report["smoke"] is True and report["repeats"] == 1
-    assert report["command"].startswith(f".venv/bin/python benchmarks/{name}.py")
+    assert report["command"] == f".venv/bin/python -m benchmarks.{name} {' '.join(argv)}"  # how to run it again
     for side in harness.SIDES:
         assert len(report["runs"][side]) == 1, f"{side}: one run per repeat"
     assert report["metrics"], "no figures"
@@ -58,6 +59,8 @@ def check_schema(report: dict, name: str, out_dir: Path) -> None:
     for suffix in (".md", ".png"):
         assert (out_dir / f"{name}{suffix}").stat().st_size > 0
     assert f"## {report['title']}" in (out_dir / "SUMMARY.md").read_text()
+    performance = (out_dir / "PERFORMANCE.md").read_text()
+    assert all(row in performance for row in harness.performance_rows(report))
 
 
 def val_losses(run: dict) -> list[float]:
@@ -182,3 +185,73 @@ def test_harness_interleave_alternates_the_order():
     assert [r["repeat"] for r in runs["course"]] == [0, 1, 2]
     assert harness.metric("x", 2.0, 4.0)["ratio"] == 0.5
     assert harness.metric("x", None, 4.0)["ratio"] is None
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_runs_as_a_module_of_the_installed_package(name, tmp_path):
+    # From a folder that holds no `benchmarks`: the package and its references come from the install.
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--smoke" in result.stdout and "--out-dir" in result.stdout
+
+
+def test_the_benchmarks_set_no_import_path():
+    for path in [*sorted((ROOT / "benchmarks").rglob("*.py")), Path(__file__)]:
+        calls = [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Attribute) and node.attr in ("path", "meta_path")
+                 and isinstance(node.value, ast.Name) and node.value.id == "sys"]
+        assert not calls, f"{path.name} changes sys.path: the benchmarks import the installed packages"
+
+
+def test_the_renderer_reproduces_every_recorded_results_file():
+    """Each results/<name>.md is the renderer's output for its JSON, byte for byte (records without ``target_met``)."""
+    recorded = sorted((harness.RESULTS).glob("*.json"))
+    assert recorded, "no recorded results"
+    for path in recorded:
+        assert harness.markdown(json.loads(path.read_text())) == path.with_suffix(".md").read_text(), path.name
+
+
+def _runs(course: list, reference: list, key: str = "x") -> dict:
+    return {"course": [{key: v, "repeat": r} for r, v in enumerate(course)],
+            "reference": [{key: v, "repeat": r} for r, v in enumerate(reference)]}
+
+
+@pytest.mark.parametrize("better, course, reference, target, rendered", [
+    ("lower", [0.9], [1.0], 1.0, "| 0.90 | lower | <= 1.00 (met) |"),
+    ("lower", [1.2], [1.0], 1.0, "| 1.20 | lower | <= 1.00 (not met) |"),
+    ("higher", [1.2], [1.0], 1.1, "| 1.20 | higher | >= 1.10 (met) |"),
+    ("higher", [1.0], [1.0], 1.1, "| 1.00 | higher | >= 1.10 (not met) |"),
+    ("lower", [None], [270.0], 0.25, "| n/a | lower | <= 0.25 (not met) |"),  # the course never got there
+    ("lower", [50.0], [None], 0.25, "| n/a | lower | <= 0.25 (met) |"),  # the reference never got there
+    ("higher", [None], [0.9], 1.0, "| n/a | higher | >= 1.00 (not measured) |"),
+])
+def test_a_figure_says_whether_its_ratio_meets_the_target(better, course, reference, target, rendered):
+    row = harness.Figure("x", "x", better=better, target=target).measure(_runs(course, reference))
+    assert harness.markdown_table({"metrics": [row]}).splitlines()[-1].endswith(rendered)
+
+
+def test_a_figure_gives_medians_with_their_spread_and_labels():
+    runs = _runs([3.0, 1.0, 2.0], [10.0, None, 12.0])
+    for side in runs:
+        for r, epoch in zip(runs[side], (2, 4, 3)):
+            r["epoch"] = epoch
+    row = harness.Figure("seconds", "x", unit="s", detail=("epoch", "epoch {:g}"), sides=("ours", "reference"))
+    line = harness.markdown_table({"metrics": [row.measure(runs)]}).splitlines()[-1]
+    # A run that did not get there counts as larger than any time: the spread's top is "not reached".
+    assert line == "| seconds | 2 s [1-3] (ours, epoch 3) | 12 s [10-not reached] (epoch 3) | 0.17 | lower |  |"
+    single = harness.Figure("loss", "x", absent=(None, "published 1.8857")).measure(_runs([1.5], [None]))
+    assert harness.markdown_table({"metrics": [single]}).splitlines()[-1] == (
+        "| loss | 1.5 | n/a (published 1.8857) | n/a | lower |  |")  # one run: no spread
+
+
+def test_the_readme_rows_name_the_benchmark_once_and_hold_only_headline_figures():
+    runs = _runs([1.0, 1.1, 0.9], [2.0, 2.0, 2.0])
+    report = {"summary": "model vs recipe", "repeats": 3,
+              "metrics": [harness.Figure("tokens/s", "x", unit="tok/s", better="higher", target=0.5,
+                                         headline=True).measure(runs),
+                          harness.Figure("not in the README", "x").measure(runs),
+                          harness.Figure("seconds", "x", unit="s", headline=True).measure(runs)]}
+    assert harness.performance_rows(report) == [
+        "| model vs recipe (3 repeats) | tokens/s | 1 tok/s [0.9-1.1] | 2 tok/s | 0.50 | >= 0.50 (met) |",
+        "|  | seconds | 1 s [0.9-1.1] | 2 s | 0.50 |  |"]

@@ -1,4 +1,4 @@
-"""The split between dlwb (what notebooks and student labs import) and coursekit (the instructor's tools)."""
+"""The split between dlwb (what notebooks and student labs import) and the instructor's coursekit and benchmarks."""
 
 from __future__ import annotations
 
@@ -40,21 +40,36 @@ def test_the_student_package_holds_no_instructor_tool():
     assert Path(coursekit.__file__).resolve().parent == ROOT / "coursekit"
 
 
-def test_dlwb_never_imports_coursekit_and_coursekit_builds_on_dlwb():
+@pytest.mark.parametrize("tools", ["coursekit", "benchmarks"])
+def test_dlwb_never_imports_the_instructor_tools_and_they_build_on_dlwb(tools):
     dlwb_imports = imported_modules(ROOT / "labs" / "dlwb")
-    offenders = {str(p.relative_to(ROOT)): sorted(n for n in names if n.split(".")[0] == "coursekit")
+    offenders = {str(p.relative_to(ROOT)): sorted(n for n in names if n.split(".")[0] == tools)
                  for p, names in dlwb_imports.items()}
-    assert not any(offenders.values()), f"dlwb imports coursekit: {offenders}"
-    kit_imports = set().union(*imported_modules(ROOT / "coursekit").values())
-    assert any(n.split(".")[0] == "dlwb" for n in kit_imports), "coursekit is expected to build on dlwb"
-    # At run time too: importing every dlwb module loads nothing of coursekit.
+    assert not any(offenders.values()), f"dlwb imports {tools}: {offenders}"
+    tool_imports = set().union(*imported_modules(ROOT / tools).values())
+    assert any(n.split(".")[0] == "dlwb" for n in tool_imports), f"{tools} is expected to build on dlwb"
+    # At run time too: importing every dlwb module loads nothing of the tools.
     names = sorted(m.name for m in pkgutil.iter_modules(dlwb.__path__) if m.name != "__main__")
     script = ("import importlib, sys\n"
               f"for name in {names!r}:\n    importlib.import_module('dlwb.' + name)\n"
-              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'coursekit'))")
+              f"print(sorted(m for m in sys.modules if m.split('.')[0] == {tools!r}))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
     assert out.strip().splitlines()[-1] == "[]", out
+
+
+def test_the_benchmarks_are_installed_beside_dlwb_and_the_sandbox_sees_none_of_them(tmp_path):
+    import benchmarks
+    import benchmarks.reference
+    from coursekit.grading.sandbox import Limits, Sandbox
+
+    assert Path(benchmarks.__file__).resolve().parent == ROOT / "benchmarks"
+    assert Path(benchmarks.reference.__file__).resolve().parent == ROOT / "benchmarks" / "reference"
+    # The sandbox's file system is an allow-list: nothing bound holds the benchmarks' folder.
+    binds = Sandbox(tmp_path, limits=Limits(), allow_unisolated=True)._binds()
+    seen = [str(path) for path, _ in binds if (ROOT / "benchmarks").is_relative_to(path)]
+    assert not seen, f"the sandbox binds {seen}, which holds benchmarks/"
+    assert any(path == Path(dlwb.__file__).resolve().parent for path, _ in binds)  # the check itself works
 
 
 def test_the_sandboxed_worker_imports_nothing_of_coursekit_outside_its_folder():
