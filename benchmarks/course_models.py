@@ -1,6 +1,6 @@
 """The course's models that live in the chapters' notebooks rather than in ``dlwb``, for the benchmarks.
 
-Each definition is the notebook's, unchanged (``tests/test_benchmarks.py`` checks that every one
+Each definition is the notebook's, unchanged (``tests/benchmarks_tests/test_benchmarks.py`` checks that every one
 is AST-identical to the definition of the same name in its notebook), so the benchmarks
 measure what the chapters teach:
 

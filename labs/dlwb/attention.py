@@ -2,7 +2,7 @@
 
 Taught in chapter 07 (``notebooks/07_transformer.ipynb``), where each piece is checked against
 PyTorch's ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` and against
-``keras.layers.MultiHeadAttention`` (``tests/test_attention.py`` repeats those checks). The GPT
+``keras.layers.MultiHeadAttention`` (``tests/dlwb_tests/test_attention.py`` repeats those checks). The GPT
 of :mod:`dlwb.gpt` builds its blocks from :class:`MultiHeadAttention`.
 
 Shapes: ``B`` batch, ``nh`` heads, ``T`` positions (``T_q`` queries, ``T_k`` keys), ``hs``

@@ -2,7 +2,7 @@
 
 Taught in chapter 09 (``notebooks/09_scaling_out.ipynb``), where two processes at batch ``B/2``
 each are shown to compute the gradients of one process at batch ``B``, by hand with
-:func:`allreduce_gradients` and with ``DistributedDataParallel``. ``tests/test_distributed.py``
+:func:`allreduce_gradients` and with ``DistributedDataParallel``. ``tests/dlwb_tests/test_distributed.py``
 repeats those checks and launches ``notebooks/scripts/ddp_train.py`` with ``torchrun``.
 
 Two ways to start the processes:

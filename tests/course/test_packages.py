@@ -91,3 +91,23 @@ def test_the_coursekit_command_line_lists_its_commands():
     result = subprocess.run([sys.executable, "-m", "coursekit", "--help"], capture_output=True, text=True, check=True)
     for command in ("release", "grade", "review", "lecture"):
         assert command in result.stdout, result.stdout
+
+
+TEST_FOLDERS = {"dlwb_tests": "dlwb", "coursekit_tests": "coursekit", "benchmarks_tests": "benchmarks", "course": None}
+
+
+def test_the_tests_mirror_the_packages():
+    """One test folder per package (named ``<package>_tests``: a folder named like the package, on
+    pytest's path, would shadow it) and ``course/`` for the notebooks, the browser and the
+    environment; the student package's tests import none of the instructor's tools."""
+    tests = ROOT / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    assert folders == set(TEST_FOLDERS), sorted(folders)
+    assert not sorted(tests.glob("test_*.py")), "test modules belong in a package's folder"
+    for folder, package in TEST_FOLDERS.items():
+        assert sorted((tests / folder).glob("test_*.py")), f"tests/{folder} holds no tests"
+        assert package is None or (ROOT / package).is_dir() or (ROOT / "labs" / package).is_dir(), package
+    student = imported_modules(tests / "dlwb_tests")
+    offenders = {p.name: sorted(n for n in names if n.split(".")[0] in ("coursekit", "benchmarks"))
+                 for p, names in student.items()}
+    assert not any(offenders.values()), offenders

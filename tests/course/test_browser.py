@@ -73,7 +73,7 @@ def with_smoke_parameters(source: Path, target: Path) -> None:
     nb = nbformat.read(source, as_version=4)
     cell = parameters_cell(nb)
     smoke = smoke_parameters(nb)
-    cell.source += "\n# smoke settings (tests/test_browser.py)\n" + "".join(f"{k} = {v!r}\n" for k, v in smoke.items())
+    cell.source += "\n# smoke settings (tests/course/test_browser.py)\n" + "".join(f"{k} = {v!r}\n" for k, v in smoke.items())
     nbformat.write(nb, target)
 
 
