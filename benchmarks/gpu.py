@@ -85,8 +85,7 @@ def main(argv=None) -> dict | None:
         settings={"model_and_recipe": cfg.__dict__, "budget_s": budget, "eval_every_s": every,
                   "flops_per_token": flops_per_token, "peak_flops": peak, "data": data.source},
         notes=[f"nanoGPT publishes val loss {PUBLISHED_VAL_LOSS} for this configuration after 5000 iterations."],
-        plot=harness.Lines("val_loss", xlabel="training time (s), evaluations excluded",
-                           ylabel="validation loss (nats/char)"))
+        plot=harness.VAL_LOSS_CURVES)
     record = harness.write_report(report, runs, session)
     mnist_argv = ["--device", "cuda", "--threads", str(args.threads), "--repeats", str(args.repeats),
                   "--budget", str(args.mnist_budget), "--out-dir", str(args.out_dir)]

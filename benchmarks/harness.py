@@ -288,6 +288,11 @@ class Lines(_LinePlot):
                 for side in SIDES for res in runs[side]]
 
 
+
+# The character-level language models' plot: validation loss against training time, one curve per run.
+VAL_LOSS_CURVES = Lines("val_loss", xlabel="training time (s), evaluations excluded",
+                        ylabel="validation loss (nats/char)")
+
 @dataclass(frozen=True)
 class PerRepeat(_LinePlot):
     """One curve per side: its ``y`` at each repeat (x: the repeat, from 1)."""

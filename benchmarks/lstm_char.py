@@ -114,8 +114,7 @@ def main(argv=None) -> dict:
                   "eval": {"batches": eval_batches, "batch_size": EVAL_BATCH, "length": EVAL_LEN}, "data": data.source},
         notes=[f"The course's target for this model size at about 150 s: val loss {TARGET_VAL_LOSS}. "
                "char-rnn publishes no tiny-Shakespeare loss."],
-        plot=harness.Lines("val_loss", xlabel="training time (s), evaluations excluded",
-                           ylabel="validation loss (nats/char)"),
+        plot=harness.VAL_LOSS_CURVES,
         extra={"published": {"target_val_loss_at_about_150s": TARGET_VAL_LOSS}})
     return harness.write_report(report, runs, session)
 

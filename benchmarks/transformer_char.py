@@ -145,8 +145,7 @@ def main(argv=None) -> dict:
         notes=[f"Published reference figure: val loss {PUBLISHED_VAL_LOSS} at iteration 2000 (seed 1337, nanoGPT's "
                "CPU command); 'n/a' at iteration 2000 means that side did not get there within the time budget "
                "(run with --reproduce for the full 2000 iterations)."],
-        plot=harness.Lines("val_loss", xlabel="training time (s), evaluations excluded",
-                           ylabel="validation loss (nats/char)"),
+        plot=harness.VAL_LOSS_CURVES,
         extra={"published": {"val_loss_at_iter_2000_seed_1337": PUBLISHED_VAL_LOSS}})
     return harness.write_report(report, runs, session)
 

@@ -51,11 +51,16 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
-def _check_conv_inputs(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> None:
-    """Shapes of ``conv2d``'s arguments, with a message that says what to change.
+def _conv_inputs(x, weight, bias, stride, padding):
+    """``conv2d``'s arguments as arrays, their shapes checked with a message that says what to change.
+
+    Returns ``x``, ``weight``, ``bias``, then the stride, the padding and the output size
+    ``(H_out, W_out)``, each as a pair ``(height, width)``.
 
     Defined in chapter 04.
     """
+    x, weight = np.asarray(x), np.asarray(weight)
+    bias = None if bias is None else np.asarray(bias)
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {x.shape}"
                          + ("; for one image use x[None]" if x.ndim == 3 else ""))
@@ -66,6 +71,9 @@ def _check_conv_inputs(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | Non
                          f"(weight is (O, C, kH, kW))")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must have shape ({weight.shape[0]},), one value per output channel, got {bias.shape}")
+    stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    out_size = tuple(conv_output_size(x.shape[d], weight.shape[d], stride[d - 2], padding[d - 2]) for d in (2, 3))
+    return x, weight, bias, stride, padding, out_size
 
 
 def conv2d_loop(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride=1,
@@ -78,13 +86,9 @@ def conv2d_loop(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = Non
 
     Defined in chapter 04.
     """
-    x, weight = np.asarray(x), np.asarray(weight)
-    bias = None if bias is None else np.asarray(bias)
-    _check_conv_inputs(x, weight, bias)
-    (s_h, s_w), (p_h, p_w) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    x, weight, bias, (s_h, s_w), (p_h, p_w), (H_out, W_out) = _conv_inputs(x, weight, bias, stride, padding)
     N, C, H, W = x.shape
     O, _, kH, kW = weight.shape
-    H_out, W_out = conv_output_size(H, kH, s_h, p_h), conv_output_size(W, kW, s_w, p_w)
     x_pad = np.pad(x, ((0, 0), (0, 0), (p_h, p_h), (p_w, p_w)))  # (N, C, H + 2 p_h, W + 2 p_w)
     out = np.zeros((N, O, H_out, W_out), dtype=np.result_type(x, weight))
     for n in range(N):
@@ -98,6 +102,19 @@ def conv2d_loop(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = Non
     return out
 
 
+def _pool_inputs(x, kernel_size, stride, padding):
+    """``max_pool2d``'s arguments: ``x`` as a checked (N, C, H, W) array, then the window, stride
+    (``kernel_size`` when None) and padding, each as a pair ``(height, width)``.
+
+    Defined in chapter 04.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {x.shape}")
+    kernel = _pair(kernel_size, "kernel_size", 1)
+    return x, kernel, kernel if stride is None else _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+
+
 def max_pool2d_loop(x: np.ndarray, kernel_size, stride=None, padding=0) -> np.ndarray:
     """2-D max-pooling by explicit loops: the largest value of each window, channel by channel.
 
@@ -107,12 +124,7 @@ def max_pool2d_loop(x: np.ndarray, kernel_size, stride=None, padding=0) -> np.nd
 
     Defined in chapter 04.
     """
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {x.shape}")
-    k_h, k_w = _pair(kernel_size, "kernel_size", 1)
-    s_h, s_w = (k_h, k_w) if stride is None else _pair(stride, "stride", 1)
-    p_h, p_w = _pair(padding, "padding", 0)
+    x, (k_h, k_w), (s_h, s_w), (p_h, p_w) = _pool_inputs(x, kernel_size, stride, padding)
     N, C, H, W = x.shape
     H_out, W_out = conv_output_size(H, k_h, s_h, p_h), conv_output_size(W, k_w, s_w, p_w)
     x_pad = np.pad(x, ((0, 0), (0, 0), (p_h, p_h), (p_w, p_w)), constant_values=-np.inf)
@@ -159,13 +171,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, st
 
     Defined in chapter 04.
     """
-    x, weight = np.asarray(x), np.asarray(weight)
-    bias = None if bias is None else np.asarray(bias)
-    _check_conv_inputs(x, weight, bias)
-    (s_h, s_w), (p_h, p_w) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    x, weight, bias, (s_h, s_w), (p_h, p_w), (H_out, W_out) = _conv_inputs(x, weight, bias, stride, padding)
     N, C, H, W = x.shape
     O, _, kH, kW = weight.shape
-    H_out, W_out = conv_output_size(H, kH, s_h, p_h), conv_output_size(W, kW, s_w, p_w)
     cols = im2col(x, (kH, kW), (s_h, s_w), (p_h, p_w))  # (N, C * kH * kW, H_out * W_out)
     out = weight.reshape(O, C * kH * kW) @ cols  # (O, CkHkW) @ (N, CkHkW, L) -> (N, O, L)
     if bias is not None:
@@ -182,12 +190,7 @@ def max_pool2d(x: np.ndarray, kernel_size, stride=None, padding=0) -> np.ndarray
 
     Defined in chapter 04.
     """
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {x.shape}")
-    k_h, k_w = _pair(kernel_size, "kernel_size", 1)
-    s_h, s_w = (k_h, k_w) if stride is None else _pair(stride, "stride", 1)
-    p_h, p_w = _pair(padding, "padding", 0)
+    x, (k_h, k_w), (s_h, s_w), (p_h, p_w) = _pool_inputs(x, kernel_size, stride, padding)
     if 2 * p_h > k_h or 2 * p_w > k_w:
         raise ValueError(f"padding {padding!r} must be at most half the kernel size {kernel_size!r}, "
                          "or some windows would hold nothing but padding")

@@ -31,12 +31,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from chromium import CHROMIUM, CHROMIUM_FLAGS, sync_playwright
 from conftest import ROOT
 from notebook_harness import BUILD, parameters_cell, smoke_parameters
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = BUILD / "screenshots"
 CHAPTERS = tuple(sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
 OWN_TESTS = ("00_setup",)  # chapters with a test of their own below
@@ -54,11 +52,6 @@ LAB_SETTINGS = {
 }
 RUN_ALL_TIMEOUT_S = 150
 START_TIMEOUT_S = 20  # no cell started by then: choose Run All again (see run_all_cells)
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # the tests are skipped (see pytestmark)
-    sync_playwright = None
 
 pytestmark = [
     pytest.mark.browser,

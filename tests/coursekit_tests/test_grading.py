@@ -45,6 +45,14 @@ def nbg(**meta):
     return {"nbgrader": {"schema_version": 3, "solution": False, "grade": False, "locked": True, **meta}}
 
 
+def solutions_folder(root: Path) -> Path:
+    """``root/solutions`` holding the toy lab's master, as ``grade --solutions`` reads it."""
+    solutions = root / "solutions"
+    solutions.mkdir()
+    nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
+    return solutions
+
+
 def master_notebook():
     return new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
                         cells=[
@@ -153,9 +161,7 @@ def move_cells(nb):
 def graded(tmp_path_factory):
     """Grade one class of adversarial students; returns what the tests inspect."""
     root = tmp_path_factory.mktemp("grading")
-    solutions, subs, out = root / "solutions", root / "submissions", root / "out"
-    solutions.mkdir()
-    nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
+    solutions, subs, out = solutions_folder(root), root / "submissions", root / "out"
     server, handler = hits_server()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     gradebook_path = out / "gradebook.sqlite"

@@ -24,7 +24,7 @@ import pytest
 from conftest import results_by_student
 from coursekit.__main__ import main
 from coursekit.grading.sandbox import isolation_prefix
-from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, master_notebook, student_copy
+from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, master_notebook, solutions_folder, student_copy
 
 pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
 
@@ -84,9 +84,7 @@ def finder_zip(path, notebooks):
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    solutions, out = root / "solutions", root / "out"
-    solutions.mkdir()
-    nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
+    solutions, out = solutions_folder(root), root / "out"
     archive = finder_zip(root / "class.zip", STUDENTS)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -122,9 +120,7 @@ def test_a_student_whose_results_cannot_be_written_is_an_error_of_that_student_o
     from coursekit.grading import feedback, grade
     from coursekit.grading.sandbox import Limits
 
-    solutions, subs, out = tmp_path / "solutions", tmp_path / "submissions", tmp_path / "out"
-    solutions.mkdir()
-    nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
+    solutions, subs, out = solutions_folder(tmp_path), tmp_path / "submissions", tmp_path / "out"
     for name in ("ann", "bob"):
         (subs / name).mkdir(parents=True)
         nbformat.write(student_copy(GOOD_DOUBLE, GOOD_MEAN), subs / name / f"{LAB}.ipynb")
@@ -178,9 +174,7 @@ def test_an_endless_loop_in_a_call_costs_only_that_test(batch):
 
 def test_the_whole_submission_has_a_time_budget_tests_included(tmp_path):
     """Calls that each stay just under --call-timeout cannot hold a job slot for long."""
-    solutions, subs, out = tmp_path / "solutions", tmp_path / "submissions", tmp_path / "out"
-    solutions.mkdir()
-    nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
+    solutions, subs, out = solutions_folder(tmp_path), tmp_path / "submissions", tmp_path / "out"
     (subs / "slow").mkdir(parents=True)
     slow = student_copy("    import time\n    time.sleep(5)\n    return 2 * np.asarray(x)", GOOD_MEAN)
     nbformat.write(slow, subs / "slow" / f"{LAB}.ipynb")

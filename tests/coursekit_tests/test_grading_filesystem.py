@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT
 from coursekit.grading.grade import grade_lab
 from coursekit.grading.sandbox import Limits, isolation_prefix
-from test_grading import GOOD_MEAN, LAB, master_notebook, student_copy
+from test_grading import GOOD_MEAN, LAB, solutions_folder, student_copy
 
 pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
 
@@ -68,9 +68,7 @@ def test_a_submission_reads_nothing_outside_the_allow_list_and_writes_nowhere_sh
         path.chmod(0o644)
     written = [Path(folder) / mark for folder in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", ROOT.parent, "/")]
     try:
-        solutions, subs, out = tmp_path / "solutions", tmp_path / "submissions", tmp_path / "out"
-        solutions.mkdir()
-        nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
+        solutions, subs, out = solutions_folder(tmp_path), tmp_path / "submissions", tmp_path / "out"
         prefix = (f"COURSE = {str(ROOT)!r}\nPLANTED = {[str(p) for p in planted]!r}\nMARK = {mark!r}\n"
                   f"GRADER = {[str(p) for p in GRADER_SOURCE]!r}\n")
         (subs / "probe").mkdir(parents=True)

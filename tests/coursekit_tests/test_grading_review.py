@@ -17,12 +17,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from chromium import CHROMIUM, CHROMIUM_FLAGS, sync_playwright
 from coursekit.grading.grade import grade_lab
 from coursekit.grading.gradebook import Gradebook, ReviewConflict
 from coursekit.grading.review import ReviewApp, make_server
 from coursekit.grading.sandbox import Limits, isolation_prefix
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, sync_playwright
-from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, RUBRIC_MARK, master_notebook, student_copy
+from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, RUBRIC_MARK, solutions_folder, student_copy
 
 pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
 
@@ -32,9 +32,7 @@ ANSWER = "Squares are never negative, <script>alert(1)</script> so neither is th
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
-    solutions, subs = root / "solutions", root / "submissions"
-    solutions.mkdir()
-    nbformat.write(master_notebook(), solutions / f"{LAB}.ipynb")
+    solutions, subs = solutions_folder(root), root / "submissions"
     for name, nb in {"ann": student_copy(GOOD_DOUBLE, GOOD_MEAN, answer=ANSWER), "bob": student_copy(),
                      "cy": student_copy(GOOD_DOUBLE, None, answer="   ")}.items():
         (subs / name).mkdir(parents=True)

@@ -111,24 +111,16 @@ def test_init_mlp_shapes_bounds_and_private_seed():
     assert all(np.array_equal(params[k], bp.init_mlp(3, 4, 2, seed=5)[k]) for k in params)
 
 
+@pytest.mark.parametrize("framework, seed", [("torch", 0), ("tf.GradientTape", 10)])
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "N{}-{}-{}-{}".format(*s))
-def test_gradients_match_torch_autograd(activation, size):
-    params, X, Y = problem(*size)
+def test_gradients_match_the_frameworks(framework, seed, activation, size):
+    """The same loss and gradients as PyTorch's autograd and TensorFlow's GradientTape."""
+    params, X, Y = problem(*size, seed=seed)
     loss, grads = bp.loss_and_grads(params, X, Y, activation)
-    ref_loss, ref_grads = torch_grads(params, X, Y, activation)
+    ref_loss, ref_grads = {"torch": torch_grads, "tf.GradientTape": keras_grads}[framework](params, X, Y, activation)
     assert loss == pytest.approx(ref_loss, rel=RTOL, abs=ATOL)
-    assert_grads_close(grads, ref_grads, f"torch, {activation}")
-
-
-@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: "N{}-{}-{}-{}".format(*s))
-def test_gradients_match_tf_gradient_tape(activation, size):
-    params, X, Y = problem(*size, seed=10)
-    loss, grads = bp.loss_and_grads(params, X, Y, activation)
-    ref_loss, ref_grads = keras_grads(params, X, Y, activation)
-    assert loss == pytest.approx(ref_loss, rel=RTOL, abs=ATOL)
-    assert_grads_close(grads, ref_grads, f"tf.GradientTape, {activation}")
+    assert_grads_close(grads, ref_grads, f"{framework}, {activation}")
 
 
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)

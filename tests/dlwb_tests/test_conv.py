@@ -416,39 +416,37 @@ def test_dropout_in_evaluation_mode_and_with_p_zero_returns_its_input():
 # ------------------------------------------------------------------------------------------ the GPU path
 
 
-def test_ported_cnn_in_channels_last_gives_the_same_logits():
-    """channels_last changes the memory order only: the same network gives the same logits (float32 rounding)."""
+@pytest.fixture
+def cnn_logits():
+    """The ported classic CNN in eval mode, a batch of 8 images and its float32 CPU logits."""
     torch.manual_seed(0)
     net = classic_torch_cnn().eval()
     x = torch.rand(8, 1, 28, 28)
     with torch.no_grad():
-        ref = net(x)
-        net_cl = net.to(memory_format=torch.channels_last)
-        got = net_cl(x.contiguous(memory_format=torch.channels_last))
+        return net, x, net(x)
+
+
+def test_ported_cnn_in_channels_last_gives_the_same_logits(cnn_logits):
+    """channels_last changes the memory order only: the same network gives the same logits (float32 rounding)."""
+    net, x, ref = cnn_logits
+    with torch.no_grad():
+        got = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_bf16_autocast_on_cpu_stays_close_to_float32():
-    """The bf16 path of Trainer(amp=True) is CUDA-only; CPU autocast shows the size of bf16's rounding (8 bits)."""
-    torch.manual_seed(0)
-    net = classic_torch_cnn().eval()
-    x = torch.rand(8, 1, 28, 28)
-    with torch.no_grad():
-        ref = net(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = net(x)
+def test_bf16_autocast_on_cpu_stays_close_to_float32(cnn_logits):
+    """CPU bf16 autocast (Trainer(amp=True) on CPUs with native bf16) within bf16's rounding (8 bits)."""
+    net, x, ref = cnn_logits
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = net(x)
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, rtol=0.05, atol=0.05)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_channels_last_bf16_matches_cpu_float32():
-    torch.manual_seed(0)
-    net = classic_torch_cnn().eval()
-    x = torch.rand(8, 1, 28, 28)
-    with torch.no_grad():
-        ref = net(x)
+def test_cuda_channels_last_bf16_matches_cpu_float32(cnn_logits):
+    net, x, ref = cnn_logits
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         gpu = net.to("cuda", memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = gpu(x.to("cuda").contiguous(memory_format=torch.channels_last))
+        out = gpu(x.to("cuda").contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out.float().cpu(), ref, rtol=0.05, atol=0.05)
