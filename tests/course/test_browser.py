@@ -384,16 +384,19 @@ def test_lecture_slides_start_reveal_offline_and_move_on_arrow_keys(lecture_fold
 
 
 def test_rise_slideshow_runs_a_cell_on_the_slide(lab, page):
-    """RISE (jupyterlab-rise) presents a chapter with its kernel: a code cell runs on its slide.
+    """RISE (jupyterlab-rise), started from the notebook's toolbar in JupyterLab, presents the
+    chapter with its kernel: a code cell runs on its slide.
 
     The console errors of this page are not checked: RISE's own application loads the
     JupyterLab extensions of the environment, and those built for JupyterLab itself (the
     notebook, nbgrader and widget extensions) log that modules they share are missing.
     """
-    page.goto(lab.url("/rise/00_setup.ipynb"))
-    page.wait_for_selector(".reveal.ready .slides section", timeout=90_000)
-    assert page.locator(".reveal .slides section").count() > 5
-    cell = page.locator(".reveal .jp-CodeCell").filter(has_text="describe_environment()").first
+    open_notebook(page, lab, "00_setup")
+    page.click(".jp-NotebookPanel:not(.lm-mod-hidden) [data-jp-item-name='RISE-button'] jp-button")
+    slideshow = page.wait_for_selector("iframe[src*='/rise/00_setup.ipynb']", timeout=30_000).content_frame()
+    slideshow.wait_for_selector(".reveal.ready .slides section", timeout=90_000)
+    assert slideshow.locator(".reveal .slides section").count() > 5
+    cell = slideshow.locator(".reveal .jp-CodeCell").filter(has_text="describe_environment()").first
     for _ in range(12):  # to the cell's slide
         if cell.evaluate("el => !!el.closest('section.present:not(.stack)')"):
             break
@@ -402,8 +405,8 @@ def test_rise_slideshow_runs_a_cell_on_the_slide(lab, page):
     assert cell.evaluate("el => !!el.closest('section.present')"), "the cell's slide was not reached"
     cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
-    page.wait_for_function("el => /\\[\\d+\\]/.test(el.innerText)", arg=cell.locator(".jp-InputPrompt").element_handle(),
-                           timeout=120_000)
+    slideshow.wait_for_function("el => /\\[\\d+\\]/.test(el.innerText)",
+                                arg=cell.locator(".jp-InputPrompt").element_handle(), timeout=120_000)
     screenshot(page, "rise_cell_ran")
     outputs = "\n".join(cell.locator(".jp-OutputArea-output").all_inner_texts())
     assert "torch" in outputs and "Traceback" not in outputs, outputs[-2000:]
