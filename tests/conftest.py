@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from coursekit.layout import COURSE_ROOT as ROOT
+from xdist_groups import pytest_collection_modifyitems  # noqa: F401 (a hook: keeps --dist loadgroup's groups)
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -107,3 +108,4 @@ def pytest_terminal_summary(terminalreporter):
     if table:
         terminalreporter.write_sep("=", "notebook timings (smoke settings)")
         terminalreporter.write_line(table)
+

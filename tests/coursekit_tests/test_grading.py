@@ -38,7 +38,10 @@ RUBRIC_MARK = "RUBRIC-CANARY-40d8"  # appears only in the rubric
 BG_MARK = "dlwb-bg-marker-5521"
 AUTO_POINTS, WRITTEN_POINTS = 5.0, 2.0
 
-pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
+# One worker runs this whole module (--dist loadgroup), so its module fixtures, which grade real
+# submissions in the sandbox, are built once per run rather than once per worker.
+pytestmark = [pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)"),
+              pytest.mark.xdist_group("grading")]
 
 
 def nbg(**meta):

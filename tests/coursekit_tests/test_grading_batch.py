@@ -26,7 +26,10 @@ from coursekit.__main__ import main
 from coursekit.grading.sandbox import isolation_prefix
 from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, master_notebook, solutions_folder, student_copy
 
-pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
+# One worker runs this whole module (--dist loadgroup), so its module fixtures, which grade real
+# submissions in the sandbox, are built once per run rather than once per worker.
+pytestmark = [pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)"),
+              pytest.mark.xdist_group("grading_batch")]
 
 SURROGATE_TEXT = "b'caf\\xe9'.decode('utf-8', 'surrogateescape')"  # 'caf\udce9': not encodable as UTF-8
 LONE_SURROGATE = "@lone-surrogate@"  # written into the notebook's JSON as the escape \\udce9

@@ -24,7 +24,10 @@ from coursekit.grading.review import ReviewApp, make_server
 from coursekit.grading.sandbox import Limits, isolation_prefix
 from test_grading import GOOD_DOUBLE, GOOD_MEAN, LAB, RUBRIC_MARK, solutions_folder, student_copy
 
-pytestmark = pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)")
+# One worker runs this whole module (--dist loadgroup), so its module fixtures, which grade real
+# submissions in the sandbox, are built once per run rather than once per worker.
+pytestmark = [pytest.mark.skipif(isolation_prefix() is None, reason="needs Linux namespaces (unshare)"),
+              pytest.mark.xdist_group("grading_review")]
 
 ANSWER = "Squares are never negative, <script>alert(1)</script> so neither is their mean."
 
