@@ -34,6 +34,7 @@ import ast
 import contextlib
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ MAX_SLIDE_WORDS = 120  # prose on one slide; the rest continues on sub-slides be
 WIDGET_NOTE = "An interactive widget: it runs with its kernel, in JupyterLab (make lab) or live on the slides with RISE."
 HEADING = re.compile(r"(#{1,6}) ")
 LIST_ITEM = re.compile(r"(?:[-*+]|\d+[.)]) ")
+PAGE_LINK = re.compile(r"\]\(([\w.-]+\.md)(?:#[^)]*)?\)")  # a Markdown link to a page beside the chapter: [glossary](glossary.md)
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
 # Slides: figures fill the slide; code and text stay readable.
 SLIDES_CSS = """<style>
@@ -216,8 +218,9 @@ def _units(markdown: str) -> list[str]:
     """
     units, current, fence, math = [], [], False, False
     for line in markdown.splitlines(keepends=True):
-        starts = not fence and not math and (HEADING.match(line) or LIST_ITEM.match(line)
-                                              or (current and not current[-1].strip()))
+        prose = not fence and not math
+        heading = prose and HEADING.match(line) is not None
+        starts = heading or (prose and (LIST_ITEM.match(line) or (current and not current[-1].strip())))
         if starts and current and line.strip():
             units.append("".join(current))
             current = []
@@ -226,7 +229,7 @@ def _units(markdown: str) -> list[str]:
             fence = not fence
         elif not fence and line.count("$$") % 2:
             math = not math
-        if HEADING.match(line) and not fence and not math:  # a heading is a piece of its own
+        if heading:  # a heading is a piece of its own
             units.append("".join(current))
             current = []
     if current:
@@ -245,12 +248,14 @@ def _chunks(markdown: str, max_words: int = MAX_SLIDE_WORDS) -> list[str]:
     """
     chunks: list[list[str]] = []
     for unit in _units(markdown):
-        heading = HEADING.match(unit)
-        last = chunks[-1] if chunks else None
-        ends_in_heading = last is not None and HEADING.match(last[-1]) is not None
-        fits = last is not None and _words("".join(last)) + _words(unit) <= max_words
-        if last is None or (heading and not ends_in_heading and any(u.strip() for u in last)) \
-                or not (fits or ends_in_heading or not unit.strip()):
+        if not chunks:  # the first piece
+            chunks.append([unit])
+            continue
+        last = chunks[-1]
+        after_heading = HEADING.match(last[-1]) is not None  # a heading stays with what follows it
+        heading_after_content = HEADING.match(unit) is not None and not after_heading and any(u.strip() for u in last)
+        too_long = unit.strip() and not after_heading and _words("".join(last)) + _words(unit) > max_words
+        if heading_after_content or too_long:
             chunks.append([unit])
         else:
             last.append(unit)
@@ -289,6 +294,12 @@ def slide_deck(nb, max_words: int = MAX_SLIDE_WORDS):
     return deck
 
 
+def linked_pages(nb, folder: Path = CHAPTERS) -> list[Path]:
+    """The Markdown pages in ``folder`` that the notebook's Markdown links to (``[glossary](glossary.md)``)."""
+    names = {name for cell in nb.cells if cell.cell_type == "markdown" for name in PAGE_LINK.findall(cell.source)}
+    return sorted(folder / name for name in names if (folder / name).is_file())
+
+
 def export(executed: Path, out_dir: Path) -> tuple[Path, Path]:
     """Write ``NAME.html`` (the executed notebook) and ``NAME.slides.html`` (reveal.js) into ``out_dir``.
 
@@ -303,6 +314,8 @@ def export(executed: Path, out_dir: Path) -> tuple[Path, Path]:
             cell.metadata["slideshow"] = {"slide_type": "skip"}
     out_dir.mkdir(parents=True, exist_ok=True)
     lecture_assets.install(out_dir)
+    for page in linked_pages(nb):  # the glossary the header links to, so the link works in the folder too
+        shutil.copy2(page, out_dir / page.name)
     resources = {"lecture": {"mathjax": lecture_assets.url(lecture_assets.MATHJAX), "widget_note": WIDGET_NOTE}}
     templates = {"extra_template_basedirs": [str(TEMPLATES)], "extra_template_paths": [str(TEMPLATES)]}
     html_path, slides_path = out_dir / f"{executed.stem}.html", out_dir / f"{executed.stem}.slides.html"

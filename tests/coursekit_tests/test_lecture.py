@@ -136,6 +136,9 @@ def test_exported_page_and_slides_load_nothing_from_the_network(tmp_path):
     slides = slides_path.read_text(encoding="utf-8")
     assert '<script src="_static/reveal.js/dist/reveal.js"></script>' in slides and "require(" not in slides
     assert "_static/reveal.js/dist/theme/white.css" in slides
+    pages = set(re.findall(r"href=[\"']([\w.-]+\.md)[\"'#]", html_path.read_text(encoding="utf-8")))
+    assert "glossary.md" in pages, "chapter 01's header links the glossary"
+    assert all((tmp_path / page).is_file() for page in pages), f"linked pages missing from the folder: {pages}"
 
 
 def test_chapters_by_name_or_number(tmp_path):
@@ -170,7 +173,7 @@ def test_cli_builds_pages_slides_and_run_times(tmp_path):
                             env={**os.environ, "MPLBACKEND": "Agg"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
-        "00_setup.html", "00_setup.ipynb", "00_setup.slides.html", "_static", "run_times.md"]
+        "00_setup.html", "00_setup.ipynb", "00_setup.slides.html", "_static", "glossary.md", "run_times.md"]
     html, slides = (out / "00_setup.html").read_text(), (out / "00_setup.slides.html").read_text()
     assert html.count("data:image/png;base64,") >= 2  # the MNIST samples and the live training plot, at least
     assert slides.count("<section") > 5 and "reveal.js" in slides and lecture.SLIDES_CSS in slides
