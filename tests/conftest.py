@@ -108,4 +108,3 @@ def pytest_terminal_summary(terminalreporter):
     if table:
         terminalreporter.write_sep("=", "notebook timings (smoke settings)")
         terminalreporter.write_line(table)
-
