@@ -22,10 +22,12 @@ rnn       RNN and LSTM cells from scratch, char LSTM, TBPTT   (chapter 05)
 text      character vocabulary and language-model batches  (chapter 05)
 gan       GAN losses, Fréchet distance, the GAN training step (chapter 06)
 attention scaled dot-product and multi-head attention      (chapter 07)
-gpt       a character-level GPT, sampling, throughput, MFU  (chapter 07)
+gpt       a character-level GPT, sampling, throughput, MFU  (chapter 07); a KV cache (chapter 11)
 transfer  freezing, low-rank adapters (LoRA)                (chapter 08)
 distributed  process groups, hand all-reduce, local launch (chapter 09)
 compress  int8 quantization, pruning, distillation        (chapter 10)
+bpe       byte-level byte-pair encoding from scratch      (chapter 11)
+scaling   scaling-law fits, training and serving costs    (chapter 11)
 checks    self-checks for lab exercises
 
 The instructor's tools (releasing labs, grading, lecture output) are the separate package

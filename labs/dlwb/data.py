@@ -9,6 +9,7 @@ fallback notice repeats it.
 
 Chapter 03 adds the rest of the data path: :func:`train_val_split` carves a validation
 set out of the training data, and :class:`TensorBatches` turns arrays into mini-batches.
+Chapter 11 adds Chinese text for its tokenizer: :func:`load_chinese_text`.
 
 Image loaders return an :class:`ImageData` with pixels as float32 in [0, 1], shape
 ``(N, H, W)``, and integer labels, shape ``(N,)``.
@@ -19,10 +20,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import os
 import re
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,6 +332,86 @@ def load_text(name: str = "tinyshakespeare", *, fallback: bool = True, manifest:
         )
         return _shakespeare_from_package()
     return path.read_text(encoding="utf-8")
+
+
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")  # where Debian's fortunes-zh installs its texts
+CHINESE_TEXTS = ("tang300", "song100", "chinese")  # 300 Tang poems, 100 Song poems, 2 MB of sayings
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes such as \x1b[32m ... \x1b[m
+
+
+def _clean_fortunes(raw: str) -> str:
+    """A fortune file as plain text: colour escapes removed, one blank line between entries.
+
+    Entries are separated by lines holding only ``%``; a poem's title and author lines stay
+    as plain lines at the top of its entry.
+    """
+    entries = re.split(r"^%[ \t]*$", ANSI_ESCAPE.sub("", raw), flags=re.M)
+    entries = [entry.strip("\n") for entry in entries]
+    return "\n\n".join(entry for entry in entries if entry.strip()) + "\n"
+
+
+def _ar_members(data: bytes) -> dict[str, bytes]:
+    r"""The files of an ``ar`` archive (a ``.deb`` is one): ``{name: content}``.
+
+    Layout: the magic ``!<arch>\n``, then per member a 60-byte header (name 16 bytes, four
+    numeric fields, size 10 bytes at offset 48, the end marker ``\x60\n``) and the content,
+    padded to an even length.
+    """
+    if not data.startswith(b"!<arch>\n"):
+        raise ValueError("not an ar archive (a .deb starts with '!<arch>\\n')")
+    members, pos = {}, 8
+    while pos + 60 <= len(data):
+        header = data[pos : pos + 60]
+        if header[58:60] != b"`\n":
+            raise ValueError(f"damaged ar archive: no member header at byte {pos}")
+        name = header[:16].decode("ascii").strip().rstrip("/")  # GNU ar ends names with '/'
+        size = int(header[48:58].decode("ascii"))
+        members[name] = data[pos + 60 : pos + 60 + size]
+        pos += 60 + size + size % 2
+    return members
+
+
+def _deb_file(deb: Path, path: str) -> bytes:
+    """The file ``path`` (``./usr/...``) of a Debian package, from its ``data.tar.*`` member."""
+    members = _ar_members(deb.read_bytes())
+    data_tar = [name for name in members if name.startswith("data.tar")]
+    if not data_tar:
+        raise ValueError(f"{deb}: no data.tar member, found {sorted(members)}")
+    with tarfile.open(fileobj=io.BytesIO(members[data_tar[0]]), mode="r:*") as tar:  # xz, gz or bz2
+        try:
+            return tar.extractfile(path).read()
+        except (KeyError, AttributeError):  # AttributeError: the member is not a regular file
+            raise KeyError(f"{deb} holds no file {path}") from None
+
+
+def load_chinese_text(name: str = "tang300", *, manifest: str | Path | None = None) -> str:
+    """Chinese text from Debian's ``fortunes-zh`` (GPL-3.0+): ``"tang300"``, ``"song100"`` or ``"chinese"``.
+
+    ``tang300`` is the 300 Tang poems (29,577 characters, 84 KB of UTF-8), ``song100`` 100
+    Song poems (9,654 characters), ``chinese`` 962,099 characters (2.0 MB) of sayings, Debian's
+    code of conduct and notes on science. Each entry keeps its title and author as plain lines;
+    the colour escapes of the fortune files are removed and a blank line separates entries.
+
+    Read from the installed package (``/usr/share/games/fortunes``) when present, else from
+    the package file itself (``fortunes-zh_2.98_all.deb``: cache, ``$DLWB_DATA_DIR`` or
+    download, checked by SHA-256), from which the text is extracted.
+
+    Defined in chapter 11.
+    """
+    if name not in CHINESE_TEXTS:
+        raise KeyError(f"unknown Chinese text {name!r}; available: {list(CHINESE_TEXTS)}")
+    installed = FORTUNES_DIR / name
+    if installed.is_file():
+        return _clean_fortunes(installed.read_text(encoding="utf-8"))
+    try:
+        (deb,) = download("fortunes-zh", manifest=manifest).values()
+    except DownloadError as err:
+        raise DownloadError(
+            f"{err}\nOr install the Debian package, which puts the text in {installed}: "
+            f"sudo apt-get install fortunes-zh"
+        ) from None
+    return _clean_fortunes(_deb_file(deb, f"./usr/share/games/fortunes/{name}").decode("utf-8"))
 
 
 def train_val_split(x, y, *, val_size: int | float = 0.1, seed: int = 0, stratify: bool = True):

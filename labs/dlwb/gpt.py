@@ -15,6 +15,12 @@ become ids with chapter 05's :class:`dlwb.text.Vocab`, the loss is chapter 05's
 - :func:`configure_optimizer` (AdamW, fused on CUDA); the learning-rate
   schedule is chapter 02's :func:`dlwb.optim.warmup_cosine`.
 - :func:`peak_flops` and :class:`Throughput`: tokens per second and model FLOPs utilisation.
+
+Chapter 11 (language models) makes sampling fast with a KV cache, reusing the same model:
+
+- :class:`KVCache` keeps every layer's keys and values of the positions seen so far;
+  :func:`forward_cached` runs a chapter-07 :class:`GPT` on new positions only, against them.
+- :func:`generate_cached`: :func:`generate` with the cache (and nucleus sampling, ``top_p``).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from dlwb.attention import MultiHeadAttention, sinusoidal_positions
+from dlwb.attention import MultiHeadAttention, scaled_dot_product_attention, sinusoidal_positions
 from dlwb.text import sample_next
 from dlwb.train import Callback
 
@@ -320,3 +327,148 @@ class Throughput(Callback):
             val = f", val loss {logs['val_loss']:.4f}" if "val_loss" in logs else ""
             print(f"iter {trainer.step:>5}: train loss {logs['loss']:.4f}{val} | {rate:,.0f} tokens/s | "
                   f"MFU {'n/a' if mfu is None else f'{mfu:.1%}'}")
+
+
+class KVCache:
+    """The keys and values of every layer for the positions a :class:`GPT` has seen so far.
+
+    Layer ``l`` keeps ``k[l]`` and ``v[l]``, each ``(B, nh, max_len, hs)``, allocated at its
+    first :meth:`append` (batch, heads, dtype and device from the keys it gets) and filled
+    from the left: positions ``0 .. length - 1`` hold what :func:`forward_cached` has seen.
+    Preallocating ``max_len`` positions (the model's ``block_size``) writes each new position
+    in place instead of copying the whole cache at every step.
+
+    Defined in chapter 11.
+    """
+
+    def __init__(self, n_layer: int, max_len: int) -> None:
+        self.n_layer, self.max_len = n_layer, max_len
+        self.k: list[torch.Tensor | None] = [None] * n_layer  # per layer (B, nh, max_len, hs)
+        self.v: list[torch.Tensor | None] = [None] * n_layer  # per layer (B, nh, max_len, hs)
+        self.length = 0  # positions cached in every layer; forward_cached advances it
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k``, ``v`` ``(B, nh, T_new, hs)`` at positions ``length .. length + T_new - 1`` of ``layer``.
+
+        Returns the layer's keys and values of all positions so far, ``(B, nh, length + T_new, hs)``
+        each. ``length`` itself moves on only when every layer has appended (:func:`forward_cached`).
+        """
+        B, nh, T_new, hs = k.shape
+        end = self.length + T_new
+        if end > self.max_len:
+            raise ValueError(f"the cache holds {self.length} of at most {self.max_len} positions: "
+                             f"{T_new} more do not fit; start a new KVCache")
+        if self.k[layer] is None:
+            self.k[layer] = k.new_zeros(B, nh, self.max_len, hs)  # (B, nh, max_len, hs)
+            self.v[layer] = v.new_zeros(B, nh, self.max_len, hs)  # (B, nh, max_len, hs)
+        elif self.k[layer].shape[:2] != (B, nh):
+            raise ValueError(f"the cache holds {tuple(self.k[layer].shape[:2])} (batch, heads), got {(B, nh)}: "
+                             f"use one KVCache per batch")
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, nh, end, hs) each
+
+
+@torch.no_grad()
+def forward_cached(model: GPT, idx_new: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """The logits ``(B, T_new, V)`` of the new ids ``idx_new`` ``(B, T_new)``, which follow the cached ones.
+
+    The same modules and weights as ``model(idx)`` (chapter 07's :class:`GPT`), run on the new
+    positions only: with ``L = cache.length`` positions cached, the new ones are
+    ``L .. L + T_new - 1`` (their position embeddings), and in every block the new queries
+    attend to the cached keys and values together with the new ones::
+
+        q, k_new, v_new = LN_1(x) W_q, LN_1(x) W_k, LN_1(x) W_v     (B, nh, T_new, hs)
+        K = [K_cache; k_new],  V = [V_cache; v_new]                  (B, nh, L + T_new, hs)
+        y = softmax(q K^T / sqrt(hs) + M) V,   M[i, j] = -inf where j > L + i
+
+    This is exact, not an approximation: causal attention never lets a position see the ones
+    after it, so what a block computes at an old position (its ``x``, hence its ``k``
+    and ``v``) cannot change when new positions arrive. Only the new rows of the attention
+    are new, and the mask is needed only within the new chunk. A prefill of the ``T0``
+    prompt ids is one call; each generated id is then one call with ``T_new = 1``, costing
+    ``O(L)`` instead of the ``O(L^2)`` of running the whole sequence again.
+
+    The positions end at ``block_size``: there is no position embedding past it, and sliding
+    the window would give every cached position a new position, hence new keys. Eval mode
+    only (dropout would make the cached keys random).
+
+    Defined in chapter 11.
+    """
+    if model.training:
+        raise ValueError("forward_cached is for inference: call model.eval() first "
+                         "(in training mode dropout would make the cached keys and values random)")
+    B, T_new = idx_new.shape
+    L = cache.length
+    if L + T_new > model.config.block_size:
+        raise ValueError(f"the cache holds {L} positions and {T_new} more make {L + T_new}, beyond "
+                         f"block_size={model.config.block_size}: the model has no position embedding past it. "
+                         f"Start a new KVCache with at most block_size ids (e.g. the last ones: a re-prefill, "
+                         f"since every position and so every key changes), or use generate, which does that "
+                         f"at every step")
+    if model.config.positions == "learned":
+        pos = model.pos_emb(torch.arange(L, L + T_new, device=idx_new.device))  # (T_new, C)
+    else:
+        pos = model.pos_table[L:L + T_new]  # (T_new, C)
+    x = model.drop(model.tok_emb(idx_new) + pos)  # (B, T_new, C)
+    # query i (position L + i) may attend to keys 0 .. L + i: all cached ones, and the new ones up to itself
+    mask = torch.ones(T_new, L + T_new, dtype=torch.bool, device=idx_new.device).tril(diagonal=L)  # (T_new, L + T_new)
+    for layer, block in enumerate(model.blocks):
+        attn = block.attn  # chapter 07's CausalSelfAttention, a dlwb.attention.MultiHeadAttention
+        C = x.shape[-1]
+        hs = C // attn.n_head
+        q, k, v = attn.qkv(block.ln_1(x)).split(C, dim=2)  # 3 x (B, T_new, C)
+        q = q.view(B, T_new, attn.n_head, hs).transpose(1, 2)  # (B, nh, T_new, hs)
+        k = k.view(B, T_new, attn.n_head, hs).transpose(1, 2)  # (B, nh, T_new, hs)
+        v = v.view(B, T_new, attn.n_head, hs).transpose(1, 2)  # (B, nh, T_new, hs)
+        k, v = cache.append(layer, k, v)  # (B, nh, L + T_new, hs) each: the cached positions, then the new
+        if attn.impl == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T_new, hs)
+        else:
+            y, _ = scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T_new, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T_new, C)  # (B, T_new, C): the heads side by side again
+        x = x + attn.resid_dropout(attn.proj(y))  # (B, T_new, C): Block.forward's first line
+        x = x + block.mlp(block.ln_2(x))  # (B, T_new, C): its second
+    cache.length = L + T_new
+    return model.lm_head(model.ln_f(x))  # (B, T_new, V)
+
+
+@torch.no_grad()
+def generate_cached(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`generate` with a :class:`KVCache`: ``idx`` ``(B, T0)`` continued to ``(B, T0 + max_new_tokens)``.
+
+    One :func:`forward_cached` call on the whole prompt (the prefill), then one per generated
+    id, on that id alone. The ids are drawn as :func:`generate` draws them, with
+    :func:`dlwb.text.sample_next` once per step on the ``(B, V)`` logits of the last position
+    (temperature, ``top_k``, and ``top_p`` for nucleus sampling), so with the same
+    ``generator`` it gives the same ids. The rows of ``idx`` are generated together in one
+    batch, so they are prompts of equal length ``T0``. The model sees every position at once,
+    so ``T0 + max_new_tokens - 1`` (the last id is never fed) may not exceed ``block_size``;
+    beyond it, :func:`generate` crops the context at every step. Runs in eval mode and
+    restores the model's mode afterwards; ``generator`` must live on the model's device.
+
+    Defined in chapter 11.
+    """
+    T0 = idx.shape[1]
+    if max_new_tokens > 0 and T0 + max_new_tokens - 1 > model.config.block_size:
+        raise ValueError(f"a prompt of {T0} ids and {max_new_tokens} new ones feed {T0 + max_new_tokens - 1} "
+                         f"positions, beyond block_size={model.config.block_size}: ask for at most "
+                         f"{max(model.config.block_size - T0 + 1, 0)} new ids or pass a shorter prompt, "
+                         f"or use generate, which crops the context")
+    if max_new_tokens <= 0:
+        return idx
+    was_training = model.training
+    model.eval()
+    try:
+        cache = KVCache(model.config.n_layer, model.config.block_size)
+        logits = forward_cached(model, idx, cache)[:, -1, :].float()  # (B, V): the prefill, all T0 positions
+        for step in range(max_new_tokens):
+            idx_next = sample_next(logits, temperature, generator, top_k, top_p)  # (B,): chapter 05's sampler
+            idx = torch.cat([idx, idx_next[:, None]], dim=1)  # (B, T + 1)
+            if step < max_new_tokens - 1:  # the last id needs no logits
+                logits = forward_cached(model, idx_next[:, None], cache)[:, -1, :].float()  # (B, V): one position
+    finally:
+        model.train(was_training)
+    return idx

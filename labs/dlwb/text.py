@@ -10,7 +10,8 @@ next: the targets ``y`` are the same text shifted by one character.
 - :class:`BPTTBatches` lays the text out as parallel streams whose consecutive batches
   continue each other, so that a recurrent model can carry its state across batches.
 - :func:`sequence_cross_entropy` is the loss, in nats per character; :func:`sample_next`
-  draws the next character at a temperature (and, for chapter 07, from the top k only).
+  draws the next character at a temperature (and, for chapter 07, from the top k only;
+  for chapter 11, from the nucleus of probability top p).
 """
 
 from __future__ import annotations
@@ -133,13 +134,19 @@ def sequence_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0,
-                generator: torch.Generator | None = None, top_k: int | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, top_k: int | None = None,
+                top_p: float | None = None) -> torch.Tensor:
     """Draw one id per row of ``logits`` (..., V) from ``softmax(logits / temperature)``.
 
     Temperature 1 samples the model's own distribution; below 1 sharpens it (more likely,
     more repetitive text), above 1 flattens it (more surprising, more mistakes); 0 takes the
     arg-max. With ``top_k`` (chapter 07), only the ``top_k`` largest logits of each row keep
-    a chance; the others get probability 0. Returns the ids, shape ``logits.shape[:-1]``.
+    a chance; the others get probability 0. With ``top_p`` (chapter 11, nucleus sampling),
+    only the most likely ids whose probabilities first add up to at least ``top_p`` keep a
+    chance: sorted so that ``p_(1) >= p_(2) >= ...``, id ``(j)`` stays when
+    ``p_(1) + ... + p_(j-1) < top_p``, so the most likely id always stays and ``top_p = 1``
+    keeps them all. ``top_k`` acts first, then ``top_p`` on what it kept, then the softmax
+    renormalises. Returns the ids, shape ``logits.shape[:-1]``.
 
     Defined in chapter 05.
     """
@@ -147,12 +154,19 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0,
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 (or None for all ids), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (or None for all ids), got {top_p}")
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]  # (..., 1): k-th largest
         logits = logits.masked_fill(logits < kth, float("-inf"))  # the others: probability 0
+    if top_p is not None and top_p < 1:  # top_p = 1 keeps every id: skip the sort
+        sorted_probs, order = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True)  # (..., V) each
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (..., V): the mass of the ids ranked above
+        drop = torch.zeros_like(before, dtype=torch.bool).scatter(-1, order, before >= top_p)  # (..., V)
+        logits = logits.masked_fill(drop, float("-inf"))  # outside the nucleus: probability 0
     probs = torch.softmax(logits, dim=-1)  # (..., V)
     flat = probs.reshape(-1, probs.shape[-1])  # (rows, V)
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])

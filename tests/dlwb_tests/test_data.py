@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import re
+import shutil
+import subprocess
+import tarfile
 import time
 
 import numpy as np
@@ -247,3 +251,94 @@ def test_tensor_batches_cover_every_row_once_per_pass():
     assert all(torch.equal(Xb[:, 0].long(), yb) for Xb, yb in batches)  # rows and labels stay together
     with pytest.raises(ValueError, match="same samples"):
         data.TensorBatches(X, y[:5], 4)
+
+
+FORTUNE_SAMPLE = (
+    "\x1b[32m《静夜思》\x1b[m\n\x1b[33m作者：李白\x1b[m\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n%\n"
+    "\x1b[32m《登鹳雀楼》\x1b[m\n\x1b[33m作者：王之涣\x1b[m\n白日依山尽，黄河入海流。\n\n欲穷千里目，更上一层楼。\n%    \n"
+    "\x1b[1;33m    -- Debian \x1b[32m《行为准则》\x1b[m第一条\x1b[;m\n%\n"
+)
+FORTUNE_CLEAN = (
+    "《静夜思》\n作者：李白\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n"
+    "《登鹳雀楼》\n作者：王之涣\n白日依山尽，黄河入海流。\n\n欲穷千里目，更上一层楼。\n\n"
+    "    -- Debian 《行为准则》第一条\n"
+)
+
+
+def test_clean_fortunes_drops_escapes_and_separators():
+    # Colour escapes go, titles and authors stay as plain lines, a '%' line (trailing spaces too)
+    # becomes one blank line, and blank lines inside an entry and its indentation are kept.
+    assert data._clean_fortunes(FORTUNE_SAMPLE) == FORTUNE_CLEAN
+
+
+def ar_archive(members: dict[str, bytes]) -> bytes:
+    """An ``ar`` archive as dpkg writes it: 60-byte headers, contents padded to an even length."""
+    out = [b"!<arch>\n"]
+    for name, body in members.items():
+        out.append(f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode("ascii"))
+        out.append(body + b"\n" * (len(body) % 2))
+    return b"".join(out)
+
+
+def tar_xz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:xz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        link = tarfile.TarInfo("./usr/share/games/fortunes/tang300.u8")
+        link.type, link.linkname = tarfile.SYMTYPE, "tang300"
+        tar.addfile(link)
+    return buffer.getvalue()
+
+
+def fortunes_deb(text: str) -> bytes:
+    """A small fortunes-zh package: debian-binary, control.tar.xz and data.tar.xz with tang300."""
+    return ar_archive({
+        "debian-binary": b"2.0\n",
+        "control.tar.xz": tar_xz({"./control": b"Package: fortunes-zh\n"}),  # an odd size: padded
+        "data.tar.xz": tar_xz({"./usr/share/games/fortunes/tang300": text.encode("utf-8")}),
+    })
+
+
+def test_ar_members_reads_a_deb(tmp_path):
+    deb = fortunes_deb(FORTUNE_SAMPLE)
+    members = data._ar_members(deb)
+    assert list(members) == ["debian-binary", "control.tar.xz", "data.tar.xz"]
+    assert members["debian-binary"] == b"2.0\n"
+    if shutil.which("ar"):  # binutils reads our archive the same way
+        (tmp_path / "p.deb").write_bytes(deb)
+        listed = subprocess.run(["ar", "t", str(tmp_path / "p.deb")], capture_output=True, text=True, check=True)
+        assert listed.stdout.split() == list(members)
+    with pytest.raises(ValueError, match="not an ar archive"):
+        data._ar_members(b"PK\x03\x04 a zip file")
+
+
+def test_load_chinese_text_extracts_it_from_the_package(cache, server, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FORTUNES_DIR", tmp_path / "not-installed")  # a machine without fortunes-zh
+    deb = fortunes_deb(FORTUNE_SAMPLE)
+    manifest = serve_dataset(server, tmp_path, "fortunes-zh", {"fortunes-zh_2.98_all.deb": deb})
+    assert data.load_chinese_text("tang300", manifest=manifest) == FORTUNE_CLEAN
+    assert data.load_chinese_text(manifest=manifest) == FORTUNE_CLEAN  # from the cache now
+    assert server.hits["/fortunes-zh_2.98_all.deb"] == 1
+    assert (cache / "fortunes-zh_2.98_all.deb").is_file()
+    with pytest.raises(KeyError, match="holds no file ./usr/share/games/fortunes/song100"):
+        data.load_chinese_text("song100", manifest=manifest)
+
+
+def test_load_chinese_text_offline_says_how_to_get_it(offline, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FORTUNES_DIR", tmp_path / "not-installed")
+    with pytest.raises(DownloadError, match=r"(?s)fortunes-zh_2\.98_all\.deb.*DLWB_OFFLINE.*apt-get install"):
+        data.load_chinese_text()
+    with pytest.raises(KeyError, match="unknown Chinese text"):
+        data.load_chinese_text("tang301")
+
+
+@pytest.mark.skipif(not (data.FORTUNES_DIR / "tang300").is_file(), reason="Debian's fortunes-zh is not installed")
+def test_load_chinese_text_reads_the_installed_package(offline):
+    text = data.load_chinese_text("tang300")
+    assert text.startswith("《感遇・其一》\n作者：张九龄\n兰叶春葳蕤，桂华秋皎洁。\n")
+    assert len(re.findall(r"^作者：", text, flags=re.M)) == 313  # every entry names its author
+    assert "\x1b" not in text and not re.search(r"^%", text, flags=re.M)
+    assert len(text) == 29_577

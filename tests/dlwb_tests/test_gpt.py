@@ -1,8 +1,12 @@
-"""dlwb.gpt (chapter 07): the character-level GPT, its data, sampling and training helpers.
+"""dlwb.gpt (chapters 07, 11): the character-level GPT, its data, sampling and training helpers.
 
 Tolerances are stated at each check: float32 logits of the two attention implementations
 agree to ``atol=1e-5``; the loss at initialisation is within 0.1 nat of ``ln V`` (weights
 start at standard deviation 0.02, so the logits are small but not zero).
+
+Chapter 11's KV cache: its logits agree with the model's own to ``atol=1e-5`` in float32 (the
+same arithmetic in another order: another attention kernel, matrices of ``T_new`` rows) and to
+``atol=1e-12`` in float64; the ids it generates are the same ids, exactly.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ from torch.utils.data import DataLoader, TensorDataset
 from dlwb.gpt import (
     GPT,
     GPTConfig,
+    KVCache,
     RandomBatches,
     Throughput,
     configure_optimizer,
+    forward_cached,
     generate,
+    generate_cached,
     peak_flops,
 )
 from dlwb.optim import warmup_cosine
-from dlwb.text import Vocab, sequence_cross_entropy
+from dlwb.text import Vocab, sample_next, sequence_cross_entropy
 from dlwb.train import Trainer
 
 TINY = GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
@@ -295,3 +302,120 @@ def test_cuda_training_step_compiled_bf16_fused():
     name = torch.cuda.get_device_name(device)
     if any(model in name for model in ("H100", "A100")):  # the GPUs the course's MFU figures are for
         assert peak_flops(device) is not None, f"{name} should be in PEAK_BF16_FLOPS"
+
+
+# ------------------------------------------------------------------------ chapter 11: the KV cache, top-p
+
+CACHE_CASES = [{}, {"attention": "scratch"}, {"positions": "sinusoidal"}, {"bias": True, "tie_weights": False}]
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("changes", CACHE_CASES)
+def test_cached_logits_are_the_models_at_every_position(changes, dtype, atol):
+    model = tiny_model(seed=1, dropout=0.1, **changes).to(dtype)  # dropout in the config, but eval mode
+    T = TINY.block_size
+    x = ids(3, T, seed=2)
+    with torch.no_grad():
+        ref = model(x)  # (B, T, V): the whole sequence at once
+    cache = KVCache(TINY.n_layer, T)
+    start = 0
+    for n in [5, 3] + [1] * (T - 8):  # a prefill of 5, a chunk of 3 (the mask within it), then single steps
+        got = forward_cached(model, x[:, start:start + n], cache)  # (B, n, V)
+        assert got.shape == (3, n, TINY.vocab_size) and got.dtype == dtype
+        torch.testing.assert_close(got, ref[:, start:start + n], rtol=0, atol=atol,
+                                   msg=lambda m: f"positions {start}..{start + n - 1}: {m}")
+        start += n
+        assert cache.length == start
+    assert cache.k[0].shape == (3, TINY.n_head, T, TINY.n_embd // TINY.n_head)
+
+
+def test_the_cache_refuses_positions_past_block_size_and_training_mode():
+    model = tiny_model()
+    cache = KVCache(TINY.n_layer, TINY.block_size)
+    forward_cached(model, ids(2, 14), cache)
+    with pytest.raises(ValueError, match="14 positions and 3 more make 17, beyond block_size=16"):
+        forward_cached(model, ids(2, 3), cache)
+    assert cache.length == 14  # a refused call caches nothing
+    forward_cached(model, ids(2, 2), cache)  # exactly block_size positions
+    with pytest.raises(ValueError, match="Start a new KVCache"):
+        forward_cached(model, ids(2, 1), cache)
+    with pytest.raises(ValueError, match="start a new KVCache"):
+        forward_cached(model, ids(2, 5), KVCache(TINY.n_layer, 4))  # a cache shorter than block_size
+    cache = KVCache(TINY.n_layer, TINY.block_size)
+    forward_cached(model, ids(2, 3), cache)
+    with pytest.raises(ValueError, match="one KVCache per batch"):
+        forward_cached(model, ids(3, 1), cache)
+    with pytest.raises(ValueError, match="block_size=16: ask for at most 13 new ids"):
+        generate_cached(model, ids(1, 4), 14)  # 4 + 13 fed positions
+    assert generate_cached(model, ids(1, 4), 13, temperature=0).shape == (1, 17)  # 4 + 12 = block_size
+    assert torch.equal(generate_cached(model, ids(1, 40), 0), ids(1, 40))  # nothing to generate
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        forward_cached(model.train(), ids(2, 1), KVCache(TINY.n_layer, TINY.block_size))
+
+
+@pytest.mark.parametrize("changes", CACHE_CASES)
+def test_greedy_generate_cached_is_generate(changes):
+    model = tiny_model(seed=3, dropout=0.1, **changes).train()  # both must switch dropout off
+    prompt = ids(3, 4, seed=4)
+    cached = generate_cached(model, prompt, 13, temperature=0)  # up to the full block: 4 + 12 = 16 fed
+    assert model.training  # the mode is restored
+    assert cached.shape == (3, 17) and torch.equal(cached[:, :4], prompt)
+    assert torch.equal(cached, generate(model, prompt, 13, temperature=0))
+
+
+def generate_with_top_p(model, idx, max_new_tokens, temperature, top_k, top_p, generator):
+    """The reference: chapter 07's generate (the whole sequence at every step), passing top_p to sample_next."""
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(idx)[:, -1, :].float()  # (B, V)
+        idx = torch.cat([idx, sample_next(logits, temperature, generator, top_k, top_p)[:, None]], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, None, None), (0.8, 5, None), (2.0, None, 1.0),
+                                                       (1.5, None, 0.9), (1.2, 6, 0.7)])
+def test_sampling_generate_cached_draws_the_ids_of_generate(temperature, top_k, top_p):
+    # Both call sample_next once per step on (B, V) float32 logits: the generator gives them the same numbers.
+    model = tiny_model(seed=5)
+    prompt = ids(3, 2, seed=6)
+    cached = generate_cached(model, prompt, 15, temperature=temperature, top_k=top_k, top_p=top_p,
+                             generator=torch.Generator().manual_seed(11))
+    if top_p in (None, 1.0):  # top_p = 1 keeps every id: chapter 07's generate without it
+        ref = generate(model, prompt, 15, temperature=temperature, top_k=top_k,
+                       generator=torch.Generator().manual_seed(11))
+    else:
+        ref = generate_with_top_p(model, prompt, 15, temperature, top_k, top_p, torch.Generator().manual_seed(11))
+    assert torch.equal(cached, ref)
+    assert not torch.equal(cached, generate_cached(model, prompt, 15, temperature=0))  # it did sample
+
+
+def test_a_batch_generates_each_row_as_if_alone():
+    model = tiny_model(seed=7)
+    prompts = ids(4, 3, seed=8)
+    batch = generate_cached(model, prompts, 12, temperature=0)
+    for b in range(4):
+        assert torch.equal(batch[b:b + 1], generate_cached(model, prompts[b:b + 1], 12, temperature=0)), b
+
+
+def test_sample_next_top_p_keeps_the_nucleus():
+    probs = torch.tensor([0.15, 0.5, 0.05, 0.3])  # ranked: id 1 (0.5), 3 (0.3), 0 (0.15), 2 (0.05)
+    logits = probs.log().expand(20_000, 4)  # (rows, V): one distribution, many draws
+    for top_p, kept in [(0.4, [1]), (0.7, [1, 3]), (0.9, [1, 3, 0]), (0.99, [1, 3, 0, 2])]:
+        draws = sample_next(logits, 1.0, torch.Generator().manual_seed(0), top_p=top_p)  # (20000,)
+        assert sorted(set(draws.tolist())) == sorted(kept), f"top_p={top_p}: kept {set(draws.tolist())}"
+        freq = torch.bincount(draws, minlength=4)[kept].double() / len(draws)
+        torch.testing.assert_close(freq, (probs[kept] / probs[kept].sum()).double(), rtol=0, atol=0.015)
+    # top_k acts first: of ids 1 and 3, renormalised to 0.625 and 0.375, top_p = 0.55 keeps id 1 alone
+    # (on all four ids it would keep both: 0.5 < 0.55)
+    assert set(sample_next(logits, 1.0, torch.Generator().manual_seed(1), top_k=2, top_p=0.55).tolist()) == {1}
+    many = torch.randn(3, 10, generator=torch.Generator().manual_seed(0)).repeat(500, 1)  # (1500, V)
+    for temperature in (0.5, 1.0, 3.0):  # top_p = 1 changes nothing: the same draws as without it
+        assert torch.equal(sample_next(many, temperature, torch.Generator().manual_seed(2), top_p=1.0),
+                           sample_next(many, temperature, torch.Generator().manual_seed(2)))
+        tiny = sample_next(many, temperature, torch.Generator().manual_seed(3), top_p=1e-6)
+        assert torch.equal(tiny, many.argmax(dim=-1))  # a tiny top_p keeps the most likely id only: greedy
+    assert sample_next(torch.randn(2, 5, 7), 1.0, top_p=0.5).shape == (2, 5)  # (..., V) -> (...)
+    assert torch.equal(sample_next(many, 0.0, top_p=0.5), many.argmax(dim=-1))
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+            sample_next(many, 1.0, top_p=bad)
