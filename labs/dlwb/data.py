@@ -334,7 +334,6 @@ def load_text(name: str = "tinyshakespeare", *, fallback: bool = True, manifest:
     return path.read_text(encoding="utf-8")
 
 
-
 FORTUNES_DIR = Path("/usr/share/games/fortunes")  # where Debian's fortunes-zh installs its texts
 CHINESE_TEXTS = ("tang300", "song100", "chinese")  # 300 Tang poems, 100 Song poems, 2 MB of sayings
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colour codes such as \x1b[32m ... \x1b[m
