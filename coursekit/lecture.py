@@ -193,7 +193,9 @@ def execute(path: Path, output: Path, *, parameters: dict | None = None, timeout
 
     ``parameters`` replace those of the ``parameters`` cell; ``inline`` runs the kernel with the
     inline matplotlib backend (figures embedded in the outputs). Returns ``"ename: evalue"`` of
-    the first failing cell, or None; the executed copy is written either way.
+    the first failing cell, or None; the executed copy is written either way, once, when the run
+    ends (papermill would otherwise rewrite the whole notebook, figures and all, before and after
+    every cell).
     """
     import papermill
 
@@ -204,7 +206,7 @@ def execute(path: Path, output: Path, *, parameters: dict | None = None, timeout
             papermill.execute_notebook(
                 str(path), str(output), parameters=parameters or {}, kernel_name="python3",
                 cwd=str(path.parent), progress_bar=False, execution_timeout=timeout_s,
-                kernel_manager_class=_kernel_manager_class(),
+                request_save_on_cell_execute=False, kernel_manager_class=_kernel_manager_class(),
             )
     except papermill.PapermillExecutionError as err:
         return f"{err.ename}: {err.evalue}"

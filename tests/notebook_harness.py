@@ -8,7 +8,7 @@ Conventions every notebook follows (see notebooks/README.md):
   ``metadata.dlwb.budget_s`` the expected smoke run time (reported, not enforced);
 - cells tagged ``nbval-check-output`` print values that must be identical when the
   notebook runs again (checked with ``nbval --nbval-lax``; the re-run stops after the last of them
-  and skips cells tagged ``nbval-skip``: timings that nothing later uses);
+  and skips cells tagged ``nbval-skip``: timings and launches that no checked cell depends on);
 - lecture notebooks end with "Summary" and "Exercises" sections;
 - notebooks are committed without outputs;
 - chapters (notebooks/) carry ``metadata.slideshow.slide_type`` on every cell (``python -m coursekit
