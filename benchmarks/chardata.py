@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.harness import Stopwatch
+from benchmarks.harness import Figure, Stopwatch
 
 
 @dataclass
@@ -122,6 +122,15 @@ class TimeCheckpoints:
             result[f"val_loss_at_{c:g}s"] = None if p is None else p["val_loss"]
             result[f"step_at_{c:g}s"] = None if p is None else p["step"]
         return result
+
+    @staticmethod
+    def figures(checkpoints: Sequence[float], *, steps: bool = False, headline: Sequence[float] = ()) -> list[Figure]:
+        """The report's rows for the records :meth:`result` writes: the validation loss at each checkpoint
+        (target: at most the reference's), with the iteration each side had reached beside it when ``steps``;
+        the checkpoints in ``headline`` are also rows of the README's Performance table."""
+        return [Figure(f"val loss at {c:g} s of training", f"val_loss_at_{c:g}s", target=1.0,
+                       detail=(f"step_at_{c:g}s", "iter {:g}") if steps else None, headline=c in headline)
+                for c in checkpoints]
 
     def at(self, checkpoint: float) -> dict | None:
         """The evaluation made for ``checkpoint`` seconds, if training got there."""

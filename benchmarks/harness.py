@@ -338,7 +338,7 @@ class Report:
     settings: dict  # the recipes and budgets, recorded in the JSON
     notes: Sequence[str] = ()  # Markdown bullets under the table
     plot: Lines | PerRepeat | Bars | None = None
-    extra: dict = field(default_factory=dict)  # more of the JSON: published figures, raw results
+    published: dict[str, float] = field(default_factory=dict)  # figures published elsewhere that it quotes
 
 
 def render(report: Report, runs: dict[str, list[dict]], session: Session) -> dict:
@@ -352,7 +352,7 @@ def render(report: Report, runs: dict[str, list[dict]], session: Session) -> dic
         "seed": args.seed, "settings": report.settings, "runs": runs,
         "metrics": [figure.measure(runs) for figure in report.figures],
         "curves": report.plot.curves(runs) if report.plot else [], "plot": report.plot.axes() if report.plot else {},
-        "notes": list(report.notes), **report.extra,
+        "notes": list(report.notes), "published": dict(report.published),
         "wall_s": round(time.perf_counter() - session.started, 1),
     }
     record["ratios"] = {m["metric"]: m["ratio"] for m in record["metrics"]}

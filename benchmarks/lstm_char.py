@@ -107,15 +107,14 @@ def main(argv=None) -> dict:
               "on the Transformer benchmark's 20 fixed batches of 12 x 64 characters, from a zero state, "
               "at the checkpoints of training time."),
         summary="char LSTM 2×256 vs char-rnn recipe",
-        figures=[*(harness.Figure(f"val loss at {c:g} s of training", f"val_loss_at_{c:g}s", target=1.0,
-                                  headline=True) for c in checkpoints),
+        figures=[*chardata.TimeCheckpoints.figures(checkpoints, headline=checkpoints),
                  harness.Figure("training tokens/s", "tokens_per_s", unit="tok/s", better="higher")],
         settings={"course": COURSE, "reference": cfg.__dict__, "checkpoints_s": checkpoints,
                   "eval": {"batches": eval_batches, "batch_size": EVAL_BATCH, "length": EVAL_LEN}, "data": data.source},
         notes=[f"The course's target for this model size at about 150 s: val loss {TARGET_VAL_LOSS}. "
                "char-rnn publishes no tiny-Shakespeare loss."],
         plot=harness.VAL_LOSS_CURVES,
-        extra={"published": {"target_val_loss_at_about_150s": TARGET_VAL_LOSS}})
+        published={"target_val_loss_at_about_150s": TARGET_VAL_LOSS})
     return harness.write_report(report, runs, session)
 
 

@@ -124,9 +124,8 @@ def main(argv=None) -> dict:
         return result
 
     runs = harness.interleave(run, args.repeats, seed=args.seed)
-    at_checkpoints = [] if args.reproduce else [
-        harness.Figure(f"val loss at {c:g} s of training", f"val_loss_at_{c:g}s", target=1.0,
-                       detail=(f"step_at_{c:g}s", "iter {:g}"), headline=c == checkpoints[0]) for c in checkpoints]
+    at_checkpoints = [] if args.reproduce else chardata.TimeCheckpoints.figures(checkpoints, steps=True,
+                                                                                 headline=checkpoints[:1])
     report = harness.Report(
         NAME, "Char Transformer vs nanoGPT-style baseline (tiny Shakespeare, CPU)",
         what=("dlwb.gpt.GPT + dlwb.train.Trainer against a nanoGPT-style re-statement "
@@ -146,7 +145,7 @@ def main(argv=None) -> dict:
                "CPU command); 'n/a' at iteration 2000 means that side did not get there within the time budget "
                "(run with --reproduce for the full 2000 iterations)."],
         plot=harness.VAL_LOSS_CURVES,
-        extra={"published": {"val_loss_at_iter_2000_seed_1337": PUBLISHED_VAL_LOSS}})
+        published={"val_loss_at_iter_2000_seed_1337": PUBLISHED_VAL_LOSS})
     return harness.write_report(report, runs, session)
 
 

@@ -33,8 +33,8 @@ class Asset:
     entry: str  # the file the pages load, relative to the folder
     ignore: tuple[str, ...]  # shutil.ignore_patterns: parts a lecture never loads
 
-    def source(self) -> Path:
-        """The installed folder; a clear error naming the pip command when the package is missing."""
+    def source(self) -> tuple[Path, str]:
+        """The installed folder and its distribution's version; a clear error naming `make env` when missing."""
         try:
             dist = importlib.metadata.distribution(self.distribution)
         except importlib.metadata.PackageNotFoundError:
@@ -45,10 +45,7 @@ class Asset:
         if not (folder / self.entry).is_file():
             raise FileNotFoundError(f"{self.distribution} {dist.version} has no {self.folder}/{self.entry}; "
                                     "install the version pinned in requirements*.txt")
-        return folder
-
-    def version(self) -> str:
-        return importlib.metadata.version(self.distribution)
+        return folder, dist.version
 
 
 MATHJAX = Asset("mathjax", "jupyter-server-mathjax", "jupyter_server_mathjax/static", "MathJax.js",
@@ -72,12 +69,13 @@ def install(out_dir: Path) -> list[Path]:
     for asset in ASSETS:
         target = out_dir / STATIC / asset.name
         stamp = target / "VERSION"
-        wanted = f"{asset.distribution} {asset.version()}\n"
+        folder, version = asset.source()
+        wanted = f"{asset.distribution} {version}\n"
         if stamp.is_file() and stamp.read_text(encoding="utf-8") == wanted and (target / asset.entry).is_file():
             continue
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(asset.source(), target, ignore=shutil.ignore_patterns(*asset.ignore))
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns(*asset.ignore))
         stamp.write_text(wanted, encoding="utf-8")
         written.append(target)
     return written

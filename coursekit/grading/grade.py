@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -217,6 +217,24 @@ class LabRun:
     lab_problems: dict[str, list[str]]  # a cell of the lab failing in grading -> the students it failed for
     awaiting_review: int = 0  # written answers of the latest submissions that no instructor has marked yet
     awaiting_points: float = 0.0  # the points they are worth
+    outputs: dict[str, Path] = field(default_factory=dict)  # a student whose program crashed -> what it printed
+
+
+CRASHED = (TestStatus.ERROR, TestStatus.TIMED_OUT, TestStatus.DIED)  # a part whose program raised, hung or died
+
+
+def crashed(result: SubmissionResult) -> bool:
+    """Whether the student's program failed while it was graded: the grader failed, or a part raised, hung or died."""
+    return result.status is Status.ERROR or any(t.status in CRASHED for t in result.tests)
+
+
+def write_output(folder: Path, student: str, result: SubmissionResult) -> Path:
+    """What a crashed program printed, for the instructor (never in feedback): ``folder/<student slug>.txt``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{_slug(student)}.txt"
+    path.write_text(f"# {student}: what the program printed while it was graded\n\n{result.output}",
+                    encoding="utf-8", errors="backslashreplace")
+    return path
 
 
 def _slug(student: str) -> str:
@@ -252,6 +270,10 @@ def summary(run: LabRun) -> str:
             names = ", ".join(students[:10]) + (", …" if len(students) > 10 else "")
             lines.append(f"- {problem} — in {len(students)} of {run.graded} graded submissions ({names})")
         lines.append("")
+    if run.outputs:
+        lines += ["## What crashed programs printed (not shown to students)", "",
+                  "Each file holds the output of a submission that raised, hung or died while it was graded.", "",
+                  *[f"- {student}: {path}" for student, path in sorted(run.outputs.items())], ""]
     if run.problems:
         lines += ["## Files skipped, students merged, grader errors", "", *[f"- {p}" for p in run.problems], ""]
     return "\n".join(lines)
@@ -273,6 +295,8 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
     workspace = Path(tempfile.mkdtemp(prefix="dlwb-grading-"))
     book = Gradebook(out / "gradebook.sqlite")
     lab_problems: dict[str, list[str]] = {}
+    outputs_folder, outputs = out / "output" / lab, {}
+    shutil.rmtree(outputs_folder, ignore_errors=True)  # this batch's outputs only: none left from an earlier one
     try:
         latest, found, problems = collect(source, lab, workspace)
         results = _run_parallel(master_path, latest, workspace, limits, lab_data(), allow_unisolated, jobs, progress)
@@ -297,6 +321,8 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
                 problems.append(f"{student}: {result.message}")
             for problem in result.lab_problems:
                 lab_problems.setdefault(problem, []).append(student)
+            if crashed(result) and result.output.strip():
+                outputs[student] = write_output(outputs_folder, student, result)
         csv_path = out / f"{lab}.csv"
         book.export_csv(lab, csv_path)
         awaiting = book.db.execute("SELECT COALESCE(SUM(awaiting_review), 0), COALESCE(SUM(awaiting_points), 0) "
@@ -306,7 +332,7 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
         shutil.rmtree(workspace, ignore_errors=True)
     run = LabRun(lab, counts[Status.GRADED], counts[Status.INVALID], counts[Status.ERROR], time.perf_counter() - start,
                  out / "gradebook.sqlite", out / "feedback" / lab, csv_path, out / f"{lab}-summary.md", problems,
-                 lab_problems, *awaiting)
+                 lab_problems, *awaiting, outputs=outputs)
     run.summary.write_text(summary(run), encoding="utf-8")
     return run
 

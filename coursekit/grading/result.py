@@ -4,7 +4,8 @@ A :class:`SubmissionResult` crosses from each grader process to the batch as JSO
 (:meth:`SubmissionResult.to_json`, read back strictly by :meth:`SubmissionResult.from_json`). It holds
 test names, points, statuses and the messages the runner wrote, which for hidden tests say only
 that a hidden test failed: never a hidden test's code or an expected value. ``lab_problems`` and
-``output`` are for the instructor only: the gradebook does not record them and feedback never shows them.
+``output`` are for the instructor only: the gradebook does not record them and feedback never shows them;
+the batch writes a crashed program's ``output`` to a file that its summary lists.
 """
 
 from __future__ import annotations

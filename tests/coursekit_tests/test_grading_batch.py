@@ -45,7 +45,7 @@ STUDENTS = {
         "    return collections.namedtuple('Doubled', [f'v{i}' for i in range(len(x))])(*x)",
         "    class Mean(float):\n        pass\n    return Mean((np.asarray(x, dtype=float) ** 2).mean())"),
     # An endless loop in one exercise cell, and one in a function that a test calls.
-    "loop_in_cell": student_copy(GOOD_DOUBLE + "\nwhile True:\n    pass", GOOD_MEAN),
+    "loop_in_cell": student_copy(GOOD_DOUBLE + "\nprint('about to loop', flush=True)\nwhile True:\n    pass", GOOD_MEAN),
     "loop_in_call": student_copy("    while True:\n        pass", GOOD_MEAN),
     # Writes a message nested too deeply for the grader's JSON parser straight to the pipe the worker answers on.
     "malformed_message": student_copy(GOOD_DOUBLE, GOOD_MEAN, prefix=(
@@ -166,6 +166,18 @@ def test_an_endless_loop_in_a_cell_costs_only_its_exercise(batch):
     assert batch["tests"]["loop_in_cell"]["test_mean"][:2] == (3.0, "passed")
     assert "ex_double timed out (limit 4 s)" in batch["rows"]["loop_in_cell"][2]
     assert "ex_double timed out" in feedback_md(batch, "loop_in_cell")
+
+
+def test_what_a_crashed_program_printed_goes_to_the_instructor_only(batch):
+    from coursekit.grading.grade import _slug
+
+    summary = (batch["out"] / f"{LAB}-summary.md").read_text(encoding="utf-8")
+    output = batch["out"] / "output" / LAB / f"{_slug('loop_in_cell')}.txt"
+    assert f"- loop_in_cell: {output}" in summary
+    assert "about to loop" in output.read_text(encoding="utf-8")
+    assert "about to loop" not in feedback_md(batch, "loop_in_cell")
+    assert not (batch["out"] / "output" / LAB / f"{_slug('correct')}.txt").exists()  # it did not crash
+    assert "- correct:" not in summary
 
 
 def test_an_endless_loop_in_a_call_costs_only_that_test(batch):

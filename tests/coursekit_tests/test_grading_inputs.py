@@ -313,3 +313,15 @@ def test_a_grader_that_fails_still_leaves_its_student_a_recorded_error(tmp_path,
     spec.with_suffix(".result.json").write_text('{"status": "graded", "message": ""}')
     forged = grade._grader_result(nbformat.read(toy_master, as_version=4), 0, spec)
     assert forged.status is Status.ERROR and "result has no field" in forged.message
+
+
+@pytest.mark.parametrize("status", list(TestStatus))
+def test_a_crashed_programs_output_is_kept_for_the_instructor_only_when_a_part_raised_hung_or_died(tmp_path, status):
+    part = TestResult("test_a", 0.0, 2.0, status, "", 0.1)
+    result = SubmissionResult(Status.GRADED, "", [part], output="caf\udce9 printed before it failed")
+    assert grade.crashed(result) is (status in (TestStatus.ERROR, TestStatus.TIMED_OUT, TestStatus.DIED))
+    assert grade.crashed(dataclasses.replace(result, status=Status.ERROR, tests=[]))
+    path = grade.write_output(tmp_path / "output" / LAB, "张伟", result)
+    assert path.parent == tmp_path / "output" / LAB and path.name.isascii()
+    assert path.read_text(encoding="utf-8") == ("# 张伟: what the program printed while it was graded\n\n"
+                                                "caf\\udce9 printed before it failed")

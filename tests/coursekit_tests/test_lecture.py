@@ -121,8 +121,9 @@ def test_assets_are_copied_once_and_a_missing_package_is_named(tmp_path, monkeyp
     (tmp_path / "_static/reveal.js/VERSION").write_text("sphinx-revealjs 0.0\n")
     assert lecture_assets.install(tmp_path) == [tmp_path / "_static" / "reveal.js"]
     missing = lecture_assets.Asset("x", "no-such-distribution-here", "x", "x.js", ())
+    monkeypatch.setattr(lecture_assets, "ASSETS", (lecture_assets.MATHJAX, missing))
     with pytest.raises(FileNotFoundError, match="no-such-distribution-here, which is not installed: run `make env`"):
-        missing.source()
+        lecture_assets.install(tmp_path)  # named, not importlib's PackageNotFoundError
 
 
 def test_exported_page_and_slides_load_nothing_from_the_network(tmp_path):
