@@ -19,6 +19,7 @@ from pathlib import Path
 
 from coursekit import layout
 from coursekit.grading.sandbox import Limits
+from coursekit.startup import skip_unused_format_grammars
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,4 +137,5 @@ def _grade(args) -> int:
 
 
 if __name__ == "__main__":
+    skip_unused_format_grammars()  # before a command imports nbformat
     sys.exit(main())

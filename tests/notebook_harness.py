@@ -37,6 +37,9 @@ TIMINGS = BUILD / "timings"
 LECTURE_SMOKE = BUILD / "lecture-smoke"
 NOTEBOOK_DIRS = ("notebooks", "solutions", "labs")
 CHECK_TAG = "nbval-check-output"
+# pytest with nbval, started as the course's processes start (coursekit.startup): a second less per re-check.
+NBVAL = ("import sys\nfrom coursekit.startup import skip_unused_format_grammars\nskip_unused_format_grammars()\n"
+         "import pytest\nsys.exit(pytest.main(sys.argv[1:]))")
 
 
 def discover() -> list[Path]:
@@ -150,7 +153,7 @@ def nbval_rerun(executed: Path, record: Path | None = None, *, inline: bool = Fa
     recheck = through_last_checked_cell(executed)
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+        [sys.executable, "-c", NBVAL, "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
          "-p", "no:xdist", "-c", os.devnull, "--rootdir", str(recheck.parent), "-q", str(recheck)],
         cwd=recheck.parent, capture_output=True, text=True, timeout=1800, env=env,
     )

@@ -18,5 +18,6 @@ result     the typed result of one submission (its parts, their statuses), and i
 gradebook  SQLite gradebook and CSV export
 feedback   per-student Markdown/HTML feedback without hidden tests or expected values
 grade      grade one submission (an ordered list of stages), or a batch in parallel; the summary
+process    the process that grades one submission of a batch (``python -m coursekit.grading.process``)
 cli        ``python -m coursekit grade`` (coursekit/__main__.py)
 """

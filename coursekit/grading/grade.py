@@ -356,7 +356,7 @@ def _run_parallel(master_path, latest: dict[str, Submission], workspace, limits,
                                             "allow_unisolated": allow_unisolated,
                                             "result": str(spec.with_suffix(".result.json"))}))
                 with open(spec.with_suffix(".err"), "wb") as stderr:
-                    proc = subprocess.Popen([sys.executable, "-m", "coursekit.grading.grade", str(spec)],
+                    proc = subprocess.Popen([sys.executable, "-m", "coursekit.grading.process", str(spec)],
                                             stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
                 running[student] = (proc, spec, time.monotonic())
             time.sleep(0.05)
@@ -395,7 +395,3 @@ def main(spec_path: str) -> None:
     result = grade_one(Path(spec["master"]), Path(spec["submission"]), Path(spec["workspace"]),
                        Limits(**spec["limits"]), [Path(r) for r in spec["readable"]], spec["allow_unisolated"])
     Path(spec["result"]).write_text(result.to_json())
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

@@ -192,7 +192,7 @@ def _mnist_from_package() -> ImageData:
 
 
 def _scaled(images: np.ndarray) -> np.ndarray:
-    return (images / np.float32(255.0)).astype(np.float32)
+    return np.divide(images, np.float32(255.0), dtype=np.float32)  # one float32 array, no second copy
 
 
 def load_mnist(*, fallback: bool = True, manifest: str | Path | None = None) -> ImageData:

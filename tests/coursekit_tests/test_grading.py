@@ -486,7 +486,7 @@ def test_killing_the_grader_leaves_no_sandbox_behind(tmp_path):
     spec.write_text(json.dumps({"master": str(master_path), "submission": str(submission), "workspace": str(workspace),
                                 "limits": {"cell_timeout_s": 600, "total_timeout_s": 600}, "readable": [],
                                 "allow_unisolated": False, "result": str(tmp_path / "result.json")}))
-    grader = subprocess.Popen([os.sys.executable, "-m", "coursekit.grading.grade", str(spec)])
+    grader = subprocess.Popen([os.sys.executable, "-m", "coursekit.grading.process", str(spec)])
 
     def alive():
         return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
