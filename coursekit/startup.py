@@ -9,8 +9,8 @@ has none). :func:`skip_unused_format_grammars` marks the module unavailable in t
 ``None`` in ``sys.modules`` makes its import raise ``ImportError``, which jsonschema reads as "not
 installed"); every other format checker, and all of nbformat's validation, stays as it is.
 
-It is called first by the command line (``python -m coursekit``) and the grader process
-(:mod:`coursekit.grading.process`), before anything imports nbformat.
+It is called first by the command line (``python -m coursekit``), the grader process
+(:mod:`coursekit.grading.process`) and the test suite's notebook re-checks, before anything imports nbformat.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ UNUSED_FORMAT_GRAMMARS = ("rfc3987_syntax",)  # jsonschema's checker of the iri 
 
 def skip_unused_format_grammars() -> None:
     """Keep jsonschema from loading the format grammars no notebook needs; call it before importing nbformat."""
+    if "jsonschema" in sys.modules:
+        raise RuntimeError("skip_unused_format_grammars() must run before jsonschema is imported: it has loaded "
+                           f"its format checkers already ({', '.join(UNUSED_FORMAT_GRAMMARS)} included, if installed)")
     for name in UNUSED_FORMAT_GRAMMARS:
-        if "jsonschema" in sys.modules:
-            raise RuntimeError(f"skip_unused_format_grammars() must run before jsonschema is imported "
-                               f"(it already holds its format checkers, {name} included if installed)")
         sys.modules.setdefault(name, None)
