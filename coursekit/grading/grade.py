@@ -322,7 +322,10 @@ def grade_lab(source: Path, lab: str, *, solutions: Path, out: Path, limits: Lim
             for problem in result.lab_problems:
                 lab_problems.setdefault(problem, []).append(student)
             if crashed(result) and result.output.strip():
-                outputs[student] = write_output(outputs_folder, student, result)
+                try:
+                    outputs[student] = write_output(outputs_folder, student, result)
+                except OSError as err:  # the grade is stored: only the instructor's copy of the output is lost
+                    problems.append(f"{student}: could not keep what the program printed ({err})")
         csv_path = out / f"{lab}.csv"
         book.export_csv(lab, csv_path)
         awaiting = book.db.execute("SELECT COALESCE(SUM(awaiting_review), 0), COALESCE(SUM(awaiting_points), 0) "

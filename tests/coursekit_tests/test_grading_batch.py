@@ -147,6 +147,27 @@ def test_a_student_whose_results_cannot_be_written_is_an_error_of_that_student_o
     assert not list((out / "feedback" / LAB).glob("ann-*"))
 
 
+def test_a_crashed_programs_output_that_cannot_be_written_costs_only_that_file(tmp_path, monkeypatch):
+    from coursekit.grading import grade
+    from coursekit.grading.sandbox import Limits
+
+    solutions, subs, out = solutions_folder(tmp_path), tmp_path / "submissions", tmp_path / "out"
+    (subs / "ann").mkdir(parents=True)
+    nbformat.write(student_copy("    print('about to fail', flush=True)\n    raise RuntimeError('boom')", GOOD_MEAN),
+                   subs / "ann" / f"{LAB}.ipynb")
+
+    def disk_full(folder, student, result):
+        assert "about to fail" in result.output  # there was output to keep
+        raise OSError("disk full")
+
+    monkeypatch.setattr(grade, "write_output", disk_full)
+    run = grade.grade_lab(subs, LAB, solutions=solutions, out=out, limits=Limits(cell_timeout_s=20),
+                          jobs=1, progress=False)
+    assert run.graded == 1 and run.errors == 0 and run.outputs == {}
+    assert any(p == "ann: could not keep what the program printed (disk full)" for p in run.problems)
+    assert (out / f"{LAB}.csv").exists() and run.summary.exists()
+
+
 def test_written_answers_of_a_class_await_review_or_are_not_attempted(batch):
     statuses = {s: t["written_sign"][1] for s, t in batch["tests"].items()}
     assert statuses["class_00"] == statuses["class_01"] == "needs review"
